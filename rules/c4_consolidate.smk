@@ -1,0 +1,41 @@
+# C4 consolidation (MLPerf Llama 3.1 utils/consolidate_data.sh): 1024 raw train shards -> 8 files by byte
+# concatenation, and the first N validation documents -> c4-validation-{N}-samples.en.json.gz.
+
+
+rule c4_consolidate_train:
+    input:
+        c4_train_group_shards,
+    output:
+        data="results/c4/consolidated/c4-train.en_{group}.json.gz",
+        manifest="results/c4/consolidated/c4-train.en_{group}.sources.json",
+    log:
+        "logs/c4/consolidate_train_{group}.log",
+    benchmark:
+        "benchmarks/rules/c4_consolidate_train_{group}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.c4_consolidate train --out {output.data} --manifest {output.manifest} {input} > {log} 2>&1"
+
+
+rule c4_consolidate_validation:
+    input:
+        c4_validation_shards,
+    output:
+        "results/c4/consolidated/c4-validation-{docs}-samples.en.json.gz",
+    wildcard_constraints:
+        docs=r"\d+",
+    log:
+        "logs/c4/consolidate_validation_{docs}.log",
+    benchmark:
+        "benchmarks/rules/c4_consolidate_validation_{docs}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.c4_consolidate validation --docs {wildcards.docs} --out {output} {input} > {log} 2>&1"

@@ -1,0 +1,48 @@
+# Generated demo inputs (used when the config names no real data) and the demo tokenizer trained on them.
+
+
+rule demo_c4_corpus:
+    output:
+        train=expand(
+            "{d}/c4/raw/c4-train.{i:05d}-of-{n:05d}.json.gz",
+            d=DEMO_DIR, i=range(config["c4"]["train_shards"]), n=[config["c4"]["train_shards"]],
+        ),
+        validation=expand(
+            "{d}/c4/raw/c4-validation.{i:05d}-of-{n:05d}.json.gz",
+            d=DEMO_DIR, i=range(config["c4"]["validation_shards"]), n=[config["c4"]["validation_shards"]],
+        ),
+    params:
+        out=parent_of_first_output,
+        train_shards=config["c4"]["train_shards"],
+        validation_shards=config["c4"]["validation_shards"],
+        train_docs=config["demo"].get("c4_docs_per_train_shard", 120),
+        validation_docs=config["demo"].get("c4_docs_per_validation_shard", 100),
+        seed=config["demo"].get("seed", 1234),
+    log:
+        "logs/demo/c4_corpus.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.demo_c4_corpus --out {params.out}"
+        " --train-shards {params.train_shards} --validation-shards {params.validation_shards}"
+        " --train-docs {params.train_docs} --validation-docs {params.validation_docs} --seed {params.seed}"
+        " > {log} 2>&1"
+
+
+rule demo_tokenizer:
+    input:
+        # The first train group is enough text for a few-thousand-token BPE.
+        shards=expand(
+            "{d}/c4/raw/c4-train.{i:05d}-of-{n:05d}.json.gz",
+            d=DEMO_DIR, i=range(config["c4"]["train_shards"]), n=[config["c4"]["train_shards"]],
+        ),
+    output:
+        f"{DEMO_DIR}/tokenizer/tokenizer.json",
+    params:
+        vocab_size=config["demo"].get("tokenizer_vocab_size", 4096),
+    log:
+        "logs/demo/tokenizer.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.demo_tokenizer --out {output} --vocab-size {params.vocab_size} {input.shards} > {log} 2>&1"

@@ -1,0 +1,239 @@
+"""Tokenize one consolidated C4 file (`.json.gz`, one JSON document per line) into Megatron `.bin/.idx`.
+
+Reference settings (MLPerf Llama 3.1, NeMo's preprocess_data_for_megatron.py): the `text` field only, one item per
+document, no BOS and no EOD unless asked for, documents whose token list is empty are skipped, uint16 ids when the
+vocabulary is under 65,500 tokens. Streams in batches: memory is bounded by the batch size, not the file.
+
+CLI: python -m workflow_scripts.c4_tokenize --input F.json.gz --output-prefix P --tokenizer T [--threads N]
+                                           [--append-eod] [--add-bos] [--sources F.sources.json]
+Writes P.bin, P.idx and P.stats.json (P is e.g. results/c4/tokenized/c4-train.en_6_text_document).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import queue
+import threading
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .atomic import temp_sibling, write_json
+from .cli import run_main
+from .errors import PipelineInputError
+from .indexed_dataset import IndexedDatasetWriter, optimal_dtype
+from .progress import Progress
+from .tokenizer_files import load_tokenizer, special_token_id, tokenizer_sha256
+
+log = logging.getLogger("c4_tokenize")
+BATCH_DOCS = 2048
+
+
+@dataclass
+class Batch:
+    texts: list[str]
+    compressed_pos: int  # bytes of the .gz consumed so far, for the ETA
+
+
+def _source_of(sources: list[dict] | None, offset: int) -> str:
+    """Which raw shard a compressed byte offset of a consolidated file came from (from the consolidation manifest)."""
+    for entry in sources or []:
+        if entry["start"] <= offset < entry["end"]:
+            return f" (raw shard {entry['path']})"
+    return ""
+
+
+def read_documents(path: Path, batch_docs: int = BATCH_DOCS, sources: list[dict] | None = None) -> Iterator[Batch]:
+    """Yield batches of `text` fields; any bad line fails naming the file and 1-based line number."""
+    texts: list[str] = []
+    line_no = 0
+    try:
+        raw = open(path, "rb")
+    except OSError as err:
+        raise PipelineInputError(f"{path}: cannot open ({err.strerror})") from err
+    with raw, gzip.GzipFile(fileobj=raw, mode="rb") as handle:
+        try:
+            for line_no, line in enumerate(handle, start=1):
+                try:
+                    doc = json.loads(line)
+                except UnicodeDecodeError as err:
+                    raise PipelineInputError(f"{path}:{line_no}: invalid UTF-8 ({err.reason} at byte {err.start})") from err
+                except json.JSONDecodeError as err:
+                    raise PipelineInputError(f"{path}:{line_no}: malformed JSON ({err.msg} at column {err.colno})") from err
+                if not isinstance(doc, dict) or "text" not in doc:
+                    raise PipelineInputError(f"{path}:{line_no}: no 'text' field")
+                text = doc["text"]
+                if not isinstance(text, str):
+                    raise PipelineInputError(f"{path}:{line_no}: 'text' is {type(text).__name__}, not a string")
+                texts.append(text)
+                if len(texts) == batch_docs:
+                    yield Batch(texts, raw.tell())
+                    texts = []
+        except (OSError, EOFError, zlib.error) as err:
+            where = _source_of(sources, raw.tell())
+            raise PipelineInputError(f"{path}{where}: unreadable gzip after line {line_no} ({err})") from err
+        if texts:
+            yield Batch(texts, raw.tell())
+
+
+def _prefetch(batches: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
+    """Run the reader in a thread so JSON parsing overlaps with tokenization (which releases the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            q.put(err)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+@dataclass
+class TokenizeStats:
+    documents: int = 0
+    skipped_empty: int = 0
+    tokens: int = 0
+
+
+def tokenize_file(
+    input_path: Path,
+    output_prefix: Path,
+    tokenizer_path: Path,
+    *,
+    append_eod: bool = False,
+    add_bos: bool = False,
+    bos_token: str = "<s>",
+    eod_token: str = "</s>",
+    sources: list[dict] | None = None,
+    batch_docs: int = BATCH_DOCS,
+) -> dict:
+    """Tokenize `input_path` into `<output_prefix>.bin/.idx` (+ `.stats.json`), atomically. Returns the stats."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    dtype = optimal_dtype(vocab_size)
+    prefix_ids = [special_token_id(tokenizer, bos_token, "c4.add_bos")] if add_bos else []
+    suffix_ids = [special_token_id(tokenizer, eod_token, "c4.append_eod")] if append_eod else []
+    # encode_batch_fast skips offset tracking; ids are the same as encode_batch.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+
+    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp_prefix = temp_sibling(output_prefix)
+    writer = IndexedDatasetWriter(tmp_prefix, dtype)
+    stats = TokenizeStats()
+    total = os.path.getsize(input_path)
+    progress = Progress(log, f"tokenize {input_path.name}", total)
+    try:
+        for batch in _prefetch(read_documents(input_path, batch_docs, sources)):
+            encodings = encode(batch.texts, add_special_tokens=False)
+            ids = [prefix_ids + enc.ids + suffix_ids for enc in encodings if enc.ids]
+            stats.skipped_empty += len(encodings) - len(ids)
+            if ids:
+                lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
+                flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
+                writer.add_documents(flat, lengths)
+            progress.update(batch.compressed_pos, docs=writer.sequences, tokens=writer.tokens)
+        writer.finalize()
+    except BaseException:
+        writer.abort()
+        raise
+    stats.documents, stats.tokens = writer.sequences, writer.tokens
+    progress.update(total, force=True, docs=stats.documents, tokens=stats.tokens)
+    try:
+        verified = verify_with_megatron(tmp_prefix, stats.documents, stats.tokens)
+        for ext in (".bin", ".idx"):
+            os.replace(f"{tmp_prefix}{ext}", f"{output_prefix}{ext}")
+    finally:
+        for ext in (".bin", ".idx"):
+            Path(f"{tmp_prefix}{ext}").unlink(missing_ok=True)
+    result = {
+        "input": str(input_path),
+        "documents": stats.documents,
+        "skipped_empty": stats.skipped_empty,
+        "tokens": stats.tokens,
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": vocab_size,
+        "tokenizer": str(tokenizer_path),
+        "tokenizer_sha256": tokenizer_sha256(tokenizer_path),
+        "append_eod": append_eod,
+        "add_bos": add_bos,
+        "verified_by": verified,
+    }
+    write_json(f"{output_prefix}.stats.json", result)
+    return result
+
+
+def verify_with_megatron(prefix: Path, documents: int, tokens: int) -> str:
+    """Read the files back with megatron-core's own reader and check counts; returns the reader's name."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    dataset = IndexedDataset(str(prefix))
+    read_tokens = int(dataset.sequence_lengths.sum(dtype=np.int64))
+    if len(dataset) != documents or read_tokens != tokens or len(dataset.document_indices) != documents + 1:
+        raise RuntimeError(
+            f"{prefix}: megatron-core reads {len(dataset)} documents / {read_tokens} tokens, "
+            f"writer wrote {documents} / {tokens}"
+        )
+    return f"megatron.core.datasets.indexed_dataset.IndexedDataset"
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--output-prefix", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--append-eod", action="store_true")
+    parser.add_argument("--add-bos", action="store_true")
+    parser.add_argument("--bos-token", default="<s>")
+    parser.add_argument("--eod-token", default="</s>")
+    parser.add_argument("--sources", type=Path, help="consolidation manifest, to name the raw shard of a gzip error")
+    parser.add_argument("--batch-docs", type=int, default=BATCH_DOCS)
+    return parser.parse_args(argv)
+
+
+def _body(argv: Sequence[str] | None) -> None:
+    args = _parse(argv)
+    # tokenizers sizes its thread pool when first used: bind it to the rule's threads.
+    os.environ["RAYON_NUM_THREADS"] = str(max(1, args.threads))
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    sources = json.loads(args.sources.read_text())["sources"] if args.sources and args.sources.exists() else None
+    stats = tokenize_file(
+        args.input, args.output_prefix, args.tokenizer,
+        append_eod=args.append_eod, add_bos=args.add_bos, bos_token=args.bos_token, eod_token=args.eod_token,
+        sources=sources, batch_docs=args.batch_docs,
+    )
+    log.info("done: %s", json.dumps(stats))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
