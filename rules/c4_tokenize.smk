@@ -1,10 +1,17 @@
 # Tokenization of each consolidated C4 file into Megatron .bin/.idx (MLPerf Llama 3.1 utils/preprocess.sh settings).
 
-ALL_TARGETS.extend(
+C4_TARGETS = [
     f"results/c4/tokenized/{name}_text_document.{ext}"
     for name in c4_consolidated_names()
     for ext in ("bin", "idx", "stats.json")
-)
+]
+ALL_TARGETS.extend(C4_TARGETS)
+
+
+# `snakemake c4_data`: only the C4 data path (consolidation + tokenization).
+rule c4_data:
+    input:
+        C4_TARGETS,
 
 
 rule c4_tokenize:

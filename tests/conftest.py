@@ -46,6 +46,14 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The whole default demo (`snakemake` with no arguments) run once in a copy; stage tests inspect its outputs."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo_run"))
+    run_snakemake(workdir, "--cores", "2", timeout=3000)
+    return workdir
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(workdir))
     proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)

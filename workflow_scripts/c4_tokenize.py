@@ -158,6 +158,8 @@ def tokenize_file(
                 flat = np.fromiter((t for x in ids for t in x), dtype=dtype, count=int(lengths.sum()))
                 writer.add_documents(flat, lengths)
             progress.update(batch.compressed_pos, docs=writer.sequences, tokens=writer.tokens)
+        if writer.sequences == 0:
+            raise PipelineInputError(f"{input_path}: no document with any tokens ({stats.skipped_empty} empty documents)")
         writer.finalize()
     except BaseException:
         writer.abort()

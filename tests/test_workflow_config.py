@@ -1,0 +1,114 @@
+"""Config validation before any rule, `--lint`, and planning at full C4 scale without data."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import yaml
+
+from conftest import copy_workflow, run_snakemake
+from workflow_scripts.config_check import validate_config
+from workflow_scripts.errors import PipelineInputError
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+def _config(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_fully_commented(repo):
+    config = _config(repo)
+    validate_config(config, repo / "schemas/config.schema.yaml")
+    # Every key has a comment: directly above it, or above the run of sibling keys it belongs to.
+    lines = (repo / "config.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not re.match(r"^\s*\w+:", line):
+            continue
+        indent = len(line) - len(line.lstrip())
+        j = i - 1
+        while j >= 0 and re.match(r"^\s*\w+:", lines[j]) and len(lines[j]) - len(lines[j].lstrip()) == indent:
+            j -= 1
+        assert j >= 0 and lines[j].strip().startswith("#"), f"config.yaml key without a comment: {line.strip()}"
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda c: c["c4"].update(train_groupz=8), "unknown config key c4.train_groupz"),
+        (lambda c: c["c4"].update(train_groups="8"), "config key c4.train_groups: '8' is not of type 'integer'"),
+        (lambda c: c.update(extra={}), "unknown config key extra"),
+        (lambda c: c["c4"].pop("tokenizer"), "config c4: 'tokenizer' is a required property"),
+    ],
+)
+def test_schema_errors_name_the_key(repo, mutate, message):
+    config = _config(repo)
+    mutate(config)
+    with pytest.raises(PipelineInputError, match=re.escape(message)):
+        validate_config(config, repo / "schemas/config.schema.yaml")
+
+
+def _override(tmp_path, c4: dict):
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump({"c4": c4}))
+    return str(path)
+
+
+def test_snakemake_stops_before_any_rule_on_bad_config(workflow_copy, tmp_path):
+    override = _override(tmp_path, {"train_shards": 1024, "train_groups": 7})
+    proc = run_snakemake(workflow_copy, "-n", "--configfile", override, check=False)
+    assert proc.returncode != 0
+    assert "c4.train_shards (1024) is not divisible by c4.train_groups (7)" in proc.stderr + proc.stdout
+    proc = run_snakemake(workflow_copy, "-n", "--configfile", _override(tmp_path, {"validation_docs": "many"}), check=False)
+    assert "config key c4.validation_docs: 'many' is not of type 'integer'" in proc.stderr + proc.stdout
+
+
+def test_lint_is_clean(workflow_copy):
+    proc = run_snakemake(workflow_copy, "--lint", check=False)
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+def _placeholder_c4(root, train=1024, validation=8):
+    raw = root / "c4"
+    raw.mkdir()
+    for i in range(train):
+        (raw / f"c4-train.{i:05d}-of-{train:05d}.json.gz").touch()  # empty: any read would fail
+    for i in range(validation):
+        (raw / f"c4-validation.{i:05d}-of-{validation:05d}.json.gz").touch()
+    tok = root / "mixtral"
+    tok.mkdir()
+    (tok / "tokenizer.json").touch()
+    return raw, tok
+
+
+def test_full_scale_dry_run_plans_without_reading_data(workflow_copy, tmp_path):
+    raw, tok = _placeholder_c4(tmp_path)
+    start = time.monotonic()
+    proc = run_snakemake(
+        workflow_copy, "-n", "c4_data", "--configfile", "configs/llama31_405b_c4.yaml",
+        _override(tmp_path, {"raw_dir": str(raw), "tokenizer": str(tok)}),
+    )
+    elapsed = time.monotonic() - start
+    out = proc.stdout
+    counts = dict(re.findall(r"^(c4_\w+)\s+(\d+)$", out, flags=re.M))
+    assert counts == {"c4_consolidate_train": "8", "c4_consolidate_validation": "1", "c4_tokenize": "9", "c4_data": "1"}, out[-2000:]
+    assert "c4-validation-91205-samples.en_text_document.bin" in out
+    assert f"{raw}/c4-train.00896-of-01024.json.gz" in out and "demo_c4_corpus" not in out
+    assert elapsed < 10, f"planning took {elapsed:.1f}s"
+
+
+def test_full_scale_plan_refuses_missing_and_extra_shards(workflow_copy, tmp_path):
+    raw, tok = _placeholder_c4(tmp_path)
+    (raw / "c4-train.00500-of-01024.json.gz").unlink()
+    (raw / "c4-train.00000-of-00512.json.gz").touch()
+    proc = run_snakemake(
+        workflow_copy, "-n", "--configfile", "configs/llama31_405b_c4.yaml",
+        _override(tmp_path, {"raw_dir": str(raw), "tokenizer": str(tok)}), check=False,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "c4-train.00500-of-01024.json.gz" in text and "c4-train.00000-of-00512.json.gz" in text
