@@ -139,3 +139,31 @@ def test_tokenizer_without_eod_token_is_refused(consolidated, demo_tokenizer_pat
     with pytest.raises(PipelineInputError, match="no token '<|endoftext|>', needed for c4.append_eod"):
         tokenize_file(data, tmp_path / "p", demo_tokenizer_path, append_eod=True, eod_token="<|endoftext|>")
     assert list(tmp_path.iterdir()) == []
+
+
+def _peak_rss_mib(data: Path, tokenizer: Path, out: Path) -> float:
+    import resource
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys; from workflow_scripts.c4_tokenize import main; "
+        "rc = main(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    args = ["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(tokenizer), "--batch-docs", "50"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return int(proc.stdout.split()[-1]) / 1024
+
+
+def test_memory_does_not_grow_with_input_size(demo_tokenizer_path, tmp_path):
+    """Streaming: 8x more documents cost (almost) no more memory; lengths are spilled to disk, batches are fixed."""
+    from workflow_scripts.demo_c4_corpus import DocumentGenerator, write_shard
+
+    small, large = tmp_path / "small.json.gz", tmp_path / "large.json.gz"
+    write_shard(small, DocumentGenerator(1), 200, 0)
+    write_shard(large, DocumentGenerator(1), 1600, 0)
+    rss_small = _peak_rss_mib(small, demo_tokenizer_path, tmp_path / "small_text_document")
+    rss_large = _peak_rss_mib(large, demo_tokenizer_path, tmp_path / "large_text_document")
+    print(f"peak RSS {rss_small:.0f} MiB for 200 docs, {rss_large:.0f} MiB for 1600 docs")
+    assert rss_large - rss_small < 64, (rss_small, rss_large)
+    assert rss_large < 2048

@@ -84,7 +84,7 @@ def validation_subset(shards: Sequence[Path], docs: int, out: Path) -> int:
         raise PipelineInputError(f"config c4.validation_docs must be positive, got {docs}")
     lines = 0
     progress = Progress(log, f"validation subset {out.name}", docs)
-    with atomic_open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as dst:
+    with atomic_open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as dst:
         for chunk in _decompressed_chunks(shards):
             newlines = chunk.count(b"\n")
             if lines + newlines >= docs:

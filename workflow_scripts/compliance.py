@@ -1,0 +1,80 @@
+"""Runs the official MLPerf compliance checker (package mlperf-logging, unmodified) on a result log.
+
+CLI: python -m workflow_scripts.compliance --log FILE --benchmark llama2_70b_lora [--ruleset 6.1.0] --out verdict.json
+Exit status 0 only when the checker passes; the verdict JSON records its output either way.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .atomic import write_json
+from .cli import run_main
+from .errors import PipelineInputError
+
+DEFAULT_RULESET = "6.1.0"
+
+
+@dataclass
+class Verdict:
+    log: str
+    benchmark: str
+    ruleset: str
+    passed: bool
+    checker_output: str
+
+
+def logged_benchmark(log: Path) -> str | None:
+    """The `submission_benchmark` value a log declares (None if it declares none)."""
+    import json
+
+    for line in log.read_text(errors="replace").splitlines():
+        if ":::MLLOG" in line and '"submission_benchmark"' in line:
+            return json.loads(line.split(":::MLLOG", 1)[1])["value"]
+    return None
+
+
+def check_log(log: str | Path, benchmark: str, ruleset: str = DEFAULT_RULESET) -> Verdict:
+    log = Path(log)
+    if not log.is_file() or log.stat().st_size == 0:
+        raise PipelineInputError(f"{log}: MLPerf log missing or empty")
+    declared = logged_benchmark(log)
+    if declared != benchmark:
+        raise PipelineInputError(f"{log}: log is for benchmark {declared!r}, expected {benchmark!r}")
+    with tempfile.TemporaryDirectory() as tmp:  # the checker also writes its own log file; keep it out of the way
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training", "--ruleset", ruleset,
+             "--log_output", f"{tmp}/checker.log", str(log.resolve())],
+            capture_output=True, text=True, cwd=tmp,
+        )
+    output = (proc.stdout + proc.stderr).strip()
+    passed = proc.returncode == 0 and "SUCCESS" in output and "FAILED" not in output
+    return Verdict(str(log), benchmark, ruleset, passed, output)
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--benchmark", required=True)
+    parser.add_argument("--ruleset", default=DEFAULT_RULESET)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    verdict = check_log(args.log, args.benchmark, args.ruleset)
+    print(verdict.checker_output, file=sys.stderr)
+    if not verdict.passed:
+        raise PipelineInputError(f"{args.log}: fails the {args.benchmark} compliance rules {args.ruleset}")
+    write_json(args.out, asdict(verdict))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""MLPerf result logs written through the official `mlperf_logging.mllog`, one log file per run.
+
+`LoraRunLog` emits exactly the keys the llama2_70b_lora rules require (mlperf-spec §1.9, §1.10), in NVIDIA's order:
+submission_*, hyperparameters, init_stop, run_start, blocks with train_loss, evals, run_stop.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlperf_logging.mllog import constants as C
+from mlperf_logging.mllog.mllog import MLLogger
+
+
+def _file_logger(path: Path) -> logging.Logger:
+    """A private logging.Logger writing bare lines to `path` (mllog's shared logger is a process-wide singleton)."""
+    logger = logging.getLogger(f"mlperf_log.{path.resolve()}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return logger
+
+
+class MLPerfLog:
+    """Thin wrapper over mllog.MLLogger bound to one file. `close()` flushes and releases it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._logger = _file_logger(self.path)
+        self._mllog = MLLogger(logger=self._logger, default_stack_offset=2)
+
+    def event(self, key: str, value: Any = None, **metadata: Any) -> None:
+        self._mllog.event(key, value, metadata=metadata or None)
+
+    def start(self, key: str, value: Any = None, **metadata: Any) -> None:
+        self._mllog.start(key, value, metadata=metadata or None)
+
+    def end(self, key: str, value: Any = None, **metadata: Any) -> None:
+        self._mllog.end(key, value, metadata=metadata or None)
+
+    def close(self) -> None:
+        for handler in list(self._logger.handlers):
+            handler.flush()
+            handler.close()
+            self._logger.removeHandler(handler)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Who ran what, where (submission_* keys). Defaults fit a local demo run."""
+
+    org: str = "mlperf-llm-pipeline"
+    platform: str = "cpu-demo"
+    division: str = "closed"
+    status: str = "onprem"
+    poc_name: str = ""
+    poc_email: str = ""
+
+
+@dataclass(frozen=True)
+class LoraHyperparameters:
+    global_batch_size: int
+    learning_rate: float
+    training_steps: int
+    weight_decay: float
+    gradient_clip_norm: float
+    lora_rank: int
+    lora_alpha: float
+    gradient_accumulation_steps: int
+    train_samples: int
+    eval_samples: int
+    seed: int
+    config_filename: str
+    warmup_factor: float = 0.0
+    # Disclosure keys that ruleset 6.1.0 requires: lowest precision per part and the parallel layout.
+    precision_linear: str = "fp32"
+    precision_attn: str = "fp32"
+    precision_comm: str = "fp32"
+    tensor_parallelism: int = 1
+    pipeline_parallelism: int = 1
+    context_parallelism: int = 1
+    expert_parallelism: int = 1
+    micro_batch_size: int = 1
+
+
+class LoraRunLog(MLPerfLog):
+    """The llama2_70b_lora protocol on top of MLPerfLog; samples_count = global step x GBS."""
+
+    benchmark = "llama2_70b_lora"
+
+    def init(self, submission: Submission, hp: LoraHyperparameters) -> None:
+        self.event(C.CACHE_CLEAR, True)
+        self.start(C.INIT_START)
+        self.event(C.SUBMISSION_BENCHMARK, self.benchmark)
+        self.event(C.SUBMISSION_ORG, submission.org)
+        self.event(C.SUBMISSION_DIVISION, submission.division)
+        self.event(C.SUBMISSION_STATUS, submission.status)
+        self.event(C.SUBMISSION_PLATFORM, submission.platform)
+        if submission.poc_name:
+            self.event(C.SUBMISSION_POC_NAME, submission.poc_name)
+        if submission.poc_email:
+            self.event(C.SUBMISSION_POC_EMAIL, submission.poc_email)
+        self.event(C.OPT_BASE_LR, hp.learning_rate)
+        self.event(C.OPT_ADAMW_WEIGHT_DECAY, hp.weight_decay)
+        self.event(C.OPT_GRADIENT_CLIP_NORM, hp.gradient_clip_norm)
+        self.event(C.OPT_LR_WARMUP_FACTOR, hp.warmup_factor)
+        self.event("lora_rank", hp.lora_rank)
+        self.event(C.LORA_ALPHA, hp.lora_alpha)
+        self.event(C.OPT_LR_TRAINING_STEPS, hp.training_steps)
+        self.event(C.GLOBAL_BATCH_SIZE, hp.global_batch_size)
+        self.event(C.TRAIN_SAMPLES, hp.train_samples)
+        self.event(C.EVAL_SAMPLES, hp.eval_samples)
+        self.event(C.GRADIENT_ACCUMULATION_STEPS, hp.gradient_accumulation_steps)
+        self.event(C.SEED, hp.seed)
+        self.event("lowest_numerical_precision_in_linear", hp.precision_linear)
+        self.event("lowest_numerical_precision_in_attn", hp.precision_attn)
+        self.event("lowest_numerical_precision_in_comm", hp.precision_comm)
+        self.event("tensor_parallelism", hp.tensor_parallelism)
+        self.event("pipeline_parallelism", hp.pipeline_parallelism)
+        self.event("context_parallelism", hp.context_parallelism)
+        self.event("expert_parallelism", hp.expert_parallelism)
+        self.event("micro_batch_size", hp.micro_batch_size)
+        self.event("config_filename", hp.config_filename)
+
+    def run_start(self) -> None:
+        self.end(C.INIT_STOP)
+        self.start(C.RUN_START)
+
+    def block_start(self, samples_count: int) -> None:
+        self.start(C.BLOCK_START, samples_count=samples_count)
+
+    def train_loss(self, loss: float, samples_count: int, lr: float) -> None:
+        self.event("train_loss", loss, samples_count=samples_count, lr=lr)
+
+    def evaluation(self, eval_loss: float, samples_count: int) -> None:
+        """block_stop, eval_start, eval_accuracy, eval_stop (NVIDIA v5.0 order)."""
+        self.end(C.BLOCK_STOP, samples_count=samples_count)
+        self.start(C.EVAL_START, samples_count=samples_count)
+        self.event(C.EVAL_ACCURACY, eval_loss, samples_count=samples_count)
+        self.end(C.EVAL_STOP, samples_count=samples_count)
+
+    def run_stop(self, samples_count: int, success: bool) -> None:
+        self.end(C.RUN_STOP, samples_count=samples_count, status=C.SUCCESS if success else C.ABORTED)
