@@ -28,9 +28,13 @@ def test_conda_envs_agree_with_pyproject(repo):
             assert pins.get(name) == version, f"{env.name}: {name}=={version} but pyproject pins {pins.get(name)}"
 
 
-def test_every_rule_has_log_and_conda_env(repo):
+def test_every_rule_that_runs_something_has_log_and_conda_env(repo):
+    checked = 0
     for smk in (repo / "rules").glob("*.smk"):
-        text = smk.read_text()
-        for rule in re.split(r"\n(?=rule )", text)[1:]:
+        for rule in re.split(r"\n(?=rule )", smk.read_text())[1:]:
             name = rule.split(":")[0]
+            if not re.search(r"^    (shell|run|script):", rule, flags=re.M):
+                continue  # a target-only rule (input: only), like c4_data
+            checked += 1
             assert "    log:" in rule and "    conda:" in rule, f"{smk.name}: {name} lacks log: or conda:"
+    assert checked >= 5
