@@ -1,0 +1,82 @@
+# Paths, configs and launchers of the training stage (rules/train.smk).
+import yaml
+
+TRAIN_DIR = "results/train"
+TRAIN_FILES = ("metrics.json", "mlperf_log.txt", "steps.csv", "eval.csv", "resolved_config.json")
+
+
+wildcard_constraints:
+    seed=r"\d+",
+
+
+def train_runs(workload):
+    return [f"{TRAIN_DIR}/{workload}/seed{seed}" for seed in config["train"][workload]["seeds"]]
+
+
+def train_outputs(workload):
+    return [f"{run}/{name}" for run in train_runs(workload) for name in TRAIN_FILES]
+
+
+def pretrain_prefixes(wildcards=None):
+    return [f"results/c4/tokenized/{name}_text_document" for name in config["train"]["pretrain"]["blend"]]
+
+
+def pretrain_inputs(wildcards=None):
+    return [f"{p}.{ext}" for p in pretrain_prefixes() for ext in ("bin", "idx")]
+
+
+def pretrain_validation_prefix(wildcards=None):
+    return f"results/c4/tokenized/c4-validation-{config['c4']['validation_docs']}-samples.en_text_document"
+
+
+def train_overrides(workload, wildcards):
+    """TrainConfig fields from config.yaml plus the data and model paths the DAG provides, as a YAML string."""
+    section = config["train"][workload]
+    fields = dict(section.get("overrides") or {})
+    fields["seed"] = int(wildcards.seed)
+    if workload == "pretrain":
+        fields["train_data"] = pretrain_prefixes()
+        fields["train_weights"] = list(section["weights"])
+        fields["validation_data"] = pretrain_validation_prefix()
+        fields["index_cache"] = f"{TRAIN_DIR}/pretrain/index_cache"
+    elif workload == "lora":
+        fields["train_data"] = ["results/govreport/train.npy"]
+        fields["validation_data"] = "results/govreport/validation.npy"
+        fields["checkpoint"] = CONVERT_MCORE
+    return yaml.safe_dump(fields, default_flow_style=True, width=10**6).strip()
+
+
+def lora_overrides(wildcards):
+    return train_overrides("lora", wildcards)
+
+
+def pretrain_overrides(wildcards):
+    return train_overrides("pretrain", wildcards)
+
+
+def index_cache_overrides(wildcards=None):
+    """The cache is keyed by the dataset description, which includes the seed: build it for the first seed."""
+    first = type("Seed", (), {"seed": config["train"]["pretrain"]["seeds"][0]})
+    return train_overrides("pretrain", first)
+
+
+def lora_checkpoint_dir(wildcards):
+    return f"checkpoints/lora/seed{wildcards.seed}"
+
+
+def pretrain_checkpoint_dir(wildcards):
+    return f"checkpoints/pretrain/seed{wildcards.seed}"
+
+
+def train_launcher(workload):
+    """`torchrun` with the workload's processes per node (TP x DP); multi-node launch belongs to the Slurm profile."""
+    nproc = config["train"][workload].get("nproc_per_node", 1)
+    return f"torchrun --standalone --nproc-per-node {nproc}"
+
+
+def lora_launcher(wildcards=None):
+    return train_launcher("lora")
+
+
+def pretrain_launcher(wildcards=None):
+    return train_launcher("pretrain")

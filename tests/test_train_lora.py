@@ -1,0 +1,130 @@
+"""The LoRA trainer on a tiny converted model: exact resume, signals, HF parity of the start loss and the eval metric,
+TP 2 equal to TP 1."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from train_fixtures import REPO, SEQ, make_model, packed_rows, train_cli
+from workflow_scripts.train_data import sample_order
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train_lora")
+    hf, mcore = make_model(base)
+    train = packed_rows(base / "train.npy", 24, seed=1)
+    valid = packed_rows(base / "validation.npy", 7, seed=2)
+    sets = [f"checkpoint={mcore}", f"train_data=[{train}]", f"validation_data={valid}", f"seq_length={SEQ}",
+            "global_batch_size=4", "micro_batch_size=2", "max_steps=6", "eval_every_samples=8", "eval_skip=0",
+            "target=0.0", "lr=1e-2", "checkpoint_every_steps=2"]
+    return base, hf, mcore, train, valid, sets
+
+
+def _losses(run_dir):
+    return [float(r["loss"]) for r in csv.DictReader(open(run_dir / "steps.csv"))]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    base, *_, sets = setup
+    train_cli(base / "a", base / "a_ckpt", *sets)
+    return base / "a"
+
+
+def test_outputs_and_protocol(uninterrupted):
+    metrics = json.loads((uninterrupted / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["samples"] == 24 and metrics["status"] == "aborted"  # target 0 unreachable
+    assert [e["samples_count"] for e in metrics["evals"]] == [8, 16, 24]  # every 8 samples, none skipped
+    assert (uninterrupted / "adapter" / "adapter_model.safetensors").is_file()
+    config = json.loads((uninterrupted / "resolved_config.json").read_text())
+    assert config["lora"]["rank"] == 16 and config["lora"]["alpha"] == 32 and config["clip_grad"] == 0.3
+    losses = _losses(uninterrupted)
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    log = (uninterrupted / "mlperf_log.txt").read_text()
+    assert log.count('"key": "run_start"') == 1 and log.count('"key": "eval_accuracy"') == 3
+
+
+def test_killed_run_resumes_exactly(setup, uninterrupted):
+    base, *_, sets = setup
+    proc = train_cli(base / "b", base / "b_ckpt", *sets, env={"PIPELINE_TEST_KILL_AT_STEP": "3"}, check=False)
+    assert proc.returncode != 0  # SIGKILL after step 3; the newest complete checkpoint is step 2
+    assert not (base / "b" / "metrics.json").exists()
+    train_cli(base / "b", base / "b_ckpt", *sets)
+    assert _losses(base / "b") == _losses(uninterrupted)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (uninterrupted, base / "b"))
+    assert [e["eval_loss"] for e in a["evals"]] == [e["eval_loss"] for e in b["evals"]]
+    log = (base / "b" / "mlperf_log.txt").read_text()
+    assert log.count('"key": "run_start"') == 1 and log.count('"key": "eval_accuracy"') == 3
+
+
+def test_sigterm_saves_and_exits_75(setup, tmp_path):
+    *_, sets = setup
+    cmd = [sys.executable, "-m", "workflow_scripts.train", "--recipe", "demo_lora_cpu", "--out", str(tmp_path / "o"),
+           "--ckpt-dir", str(tmp_path / "c"), "--set", *[s for s in sets if not s.startswith("max_steps")],
+           "max_steps=400", "checkpoint_every_steps=0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    steps = tmp_path / "c" / "live" / "steps.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not steps.exists() or len(steps.read_text().splitlines()) < 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 75, proc.stderr.read()[-3000:]
+    saved = sorted((tmp_path / "c").glob("step_*"))
+    assert saved and (saved[-1] / "complete").is_file()
+
+
+def _hf_row_losses(hf_dir, ids: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, attn_implementation="eager").eval()
+    tokens = torch.from_numpy(ids.astype(np.int64))
+    with torch.no_grad():
+        logits = model(input_ids=tokens[:, :-1]).logits
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+    return losses, torch.from_numpy(mask[:, 1:].astype(np.float64)).float()
+
+
+def test_first_step_loss_is_the_hf_models_loss(setup, uninterrupted):
+    base, hf, _, train, *_ = setup
+    rows = np.load(train, allow_pickle=True)
+    ids = np.stack([r["input_ids"] for r in rows])
+    mask = np.stack([r["loss_mask"] for r in rows])
+    order = sample_order(len(rows), 1234, 0, 4)  # step 0's samples, two micro-batches of two
+    total = 0.0
+    for half in (order[:2], order[2:]):
+        losses, m = _hf_row_losses(hf, ids[half], mask[half])
+        total += float((losses * m).sum() / m.sum()) / 2
+    assert abs(_losses(uninterrupted)[0] - total) < 1e-4
+
+
+def test_eval_metric_equals_transformers_on_the_merged_model(setup, uninterrupted, tmp_path):
+    from workflow_scripts.convert import mcore_to_hf
+
+    _, _, mcore, _, valid, _ = setup
+    merged = mcore_to_hf(mcore, tmp_path / "merged", lora_dir=uninterrupted / "adapter")
+    rows = np.load(valid, allow_pickle=True)
+    losses, m = _hf_row_losses(merged, np.stack([r["input_ids"] for r in rows]), np.stack([r["loss_mask"] for r in rows]))
+    keep = m.sum(1) > 0  # the last row has no answer tokens and does not count
+    expected = float(((losses * m).sum(1)[keep] / m.sum(1)[keep]).mean())
+    final = json.loads((uninterrupted / "metrics.json").read_text())["final_quality"]
+    assert abs(final - expected) < 1e-4
+
+
+def test_tp2_gives_the_tp1_losses(setup, tmp_path):
+    base, *_, sets = setup
+    sets = [*sets, "lora={rank: 16, alpha: 32, dropout: 0.0, targets: [linear_qkv, linear_proj, linear_fc1, linear_fc2]}",
+            "max_steps=3"]
+    train_cli(tmp_path / "tp1", tmp_path / "tp1c", *sets)
+    train_cli(tmp_path / "tp2", tmp_path / "tp2c", *sets, "tensor_parallel=2", nproc=2)
+    one, two = _losses(tmp_path / "tp1"), _losses(tmp_path / "tp2")
+    assert len(one) == 3 and max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)

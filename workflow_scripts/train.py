@@ -1,0 +1,439 @@
+"""The trainer of all three training workloads (LoRA fine-tuning, pretraining, SFT throughput) on megatron-core.
+
+CLI (single process, or under torchrun for TP/DP; gloo on CPU, NCCL on GPU):
+  python -m workflow_scripts.train --recipe demo_lora_cpu [--overrides F.yaml] --out DIR --ckpt-dir DIR
+Writes into DIR: metrics.json (last), mlperf_log.txt, steps.csv, eval.csv, resolved_config.json and the adapter
+(LoRA: adapter/) or the final model (pretrain: checkpoint/, a torch_dist folder + model_config.json).
+Resumes from the newest complete checkpoint in --ckpt-dir. SIGTERM/SIGUSR1: save a checkpoint, exit with 75.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from . import train_checkpoint
+from .atomic import write_json
+from .cli import run_main
+from .errors import PipelineInputError
+from .progress import Progress
+from .schedules import EvalSchedule, cosine_lr, cosine_with_linear_warmup
+from .train_config import TrainConfig, build_config
+from .train_data import GPTBatches, load_packed, sample_order
+
+log = logging.getLogger("train")
+EXIT_PREEMPTED = 75  # the job saved a checkpoint on a signal; the rule's retry resumes it
+STEP_FIELDS = ["step", "consumed_samples", "loss", "lr", "grad_norm", "tokens_per_s", "step_time_s"]
+EVAL_FIELDS = ["step", "samples_count", "eval_loss"]
+
+
+# ---- model ---------------------------------------------------------------------------------------------------------
+
+def build_model(cfg: TrainConfig):
+    """GPTModel for this rank: random init (pretraining) or the converted checkpoint (LoRA/SFT), vocab-parallel out."""
+    from megatron.core import dist_checkpointing
+
+    from .convert import read_model_config
+    from .llama_model import LlamaConfig, build_gpt_model
+    from .lora_layers import apply_lora
+
+    dtype = torch.float32 if cfg.precision == "fp32" else torch.bfloat16
+    if cfg.checkpoint:
+        model_cfg, _ = read_model_config(cfg.checkpoint)
+    else:
+        model_cfg = LlamaConfig(**cfg.model_shape)
+    model_cfg = model_cfg.with_padding(cfg.tensor_parallel)
+    if cfg.seq_length > model_cfg.max_position_embeddings:
+        raise PipelineInputError(f"train config: seq_length {cfg.seq_length} exceeds the model's "
+                                 f"max_position_embeddings {model_cfg.max_position_embeddings}")
+    model = build_gpt_model(model_cfg, cfg.spec, params_dtype=dtype, parallel_output=True)
+    if cfg.checkpoint:
+        state = dist_checkpointing.load(model.sharded_state_dict(), cfg.checkpoint)
+        model.load_state_dict(state)
+    if cfg.lora is not None:
+        apply_lora(model, cfg.lora, cfg.seed)
+    return model, model_cfg
+
+
+def token_losses(model, tokens: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Per-token cross-entropy [b, s] over the real vocabulary (megatron's padding rows are excluded)."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    from .megatron_cpu_compat import causal_attention_mask
+
+    b, s = tokens.shape
+    positions = torch.arange(s).unsqueeze(0).expand(b, s)
+    logits = model(tokens, positions, causal_attention_mask(s)).float()  # [b, s, V/tp]
+    per_rank = logits.shape[-1]
+    start = parallel_state.get_tensor_model_parallel_rank() * per_rank
+    if start + per_rank > vocab_size:  # padded vocabulary rows would add to the softmax's denominator
+        pad = torch.arange(start, start + per_rank) >= vocab_size
+        logits = logits.masked_fill(pad, -1e9)
+    return tensor_parallel.vocab_parallel_cross_entropy(logits, targets)
+
+
+# ---- the run -------------------------------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, ckpt_dir: Path):
+        from megatron.core import parallel_state
+
+        from .lora_layers import trainable_parameters
+        from .train_optim import build_optimizer
+
+        self.cfg, self.out, self.ckpt_dir = cfg, out, ckpt_dir
+        self.rank = torch.distributed.get_rank()
+        self.dp = parallel_state.get_data_parallel_world_size()
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        if cfg.global_batch_size % (cfg.micro_batch_size * self.dp):
+            raise PipelineInputError(f"train config: global_batch_size {cfg.global_batch_size} is not a multiple of "
+                                     f"micro_batch_size x data-parallel size ({cfg.micro_batch_size} x {self.dp})")
+        self.accum = cfg.global_batch_size // (cfg.micro_batch_size * self.dp)
+        self.model, self.model_cfg = build_model(cfg)
+        self.params = trainable_parameters(self.model)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
+                                         cfg.adam_eps)
+        self.full_model = cfg.lora is None
+        self._load_data()
+        every = math.ceil(cfg.eval_every_samples / cfg.global_batch_size)
+        self.eval_schedule = EvalSchedule(every_steps=every, first_step=(cfg.skipped_evals + 1) * every)
+        self.live = ckpt_dir / "live"
+        self.stop_signal: int | None = None
+
+    # data
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        if cfg.workload == "pretrain":
+            train_samples = cfg.max_steps * cfg.global_batch_size
+            valid = cfg.eval_samples or cfg.global_batch_size
+            self.gpt = GPTBatches(cfg.train_data, cfg.train_weights, cfg.validation_data, cfg.seq_length, cfg.seed,
+                                  train_samples, valid, cfg.index_cache, self.model_cfg.vocab_size)
+            self.train_rows = None
+            self.valid_count = min(valid, len(self.gpt.valid))
+        else:
+            self.train_rows = load_packed(cfg.train_data[0])
+            self.valid_rows = load_packed(cfg.validation_data) if cfg.validation_data else None
+            if self.train_rows.row_length != cfg.seq_length:  # the model reads ids[:-1] and predicts ids[1:]
+                raise PipelineInputError(f"{self.train_rows.source}: rows hold {self.train_rows.row_length} tokens, "
+                                         f"train config seq_length is {cfg.seq_length}")
+            self.valid_count = len(self.valid_rows) if self.valid_rows else 0
+            if cfg.eval_samples:
+                self.valid_count = min(self.valid_count, cfg.eval_samples)
+
+    def micro_batches(self, step: int):
+        cfg = self.cfg
+        per_rank = cfg.global_batch_size // self.dp
+        first = step * cfg.global_batch_size + self.dp_rank * per_rank
+        for m in range(self.accum):
+            start = first + m * cfg.micro_batch_size
+            if self.train_rows is not None:
+                yield self.train_rows.batch(sample_order(len(self.train_rows), cfg.seed, start, cfg.micro_batch_size))
+            else:
+                yield self.gpt.train_batch(list(range(start, start + cfg.micro_batch_size)))
+
+    # schedule
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        if cfg.lr_schedule == "cosine":
+            return cosine_lr(step, cfg.lr, cfg.max_steps)
+        return cosine_with_linear_warmup(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps - cfg.warmup_steps)
+
+    # one optimizer step
+    def train_step(self, step: int) -> dict[str, float]:
+        from .train_optim import average_data_parallel_grads, clip_grad_norm
+
+        lr = self.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        start, total, tokens = time.perf_counter(), 0.0, 0
+        for batch in self.micro_batches(step):
+            losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size)
+            loss = (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
+            (loss / self.accum).backward()
+            total += loss.item() / self.accum
+            tokens += batch.tokens.numel()
+        average_data_parallel_grads(self.params)
+        grad_norm = clip_grad_norm(self.params, self.cfg.clip_grad)
+        self.optimizer.step()
+        loss_t = torch.tensor([total], dtype=torch.float64)
+        self._dp_mean(loss_t)
+        elapsed = time.perf_counter() - start
+        return {"loss": float(loss_t), "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens * self.dp / elapsed, "step_time_s": elapsed}
+
+    def _dp_mean(self, t: torch.Tensor) -> None:
+        from megatron.core import parallel_state
+
+        if self.dp > 1:
+            torch.distributed.all_reduce(t, group=parallel_state.get_data_parallel_group())
+            t /= self.dp
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """LoRA: mean over validation rows of each row's mean loss on answer tokens (§1.8).
+        Pretraining: mean token NLL over the first eval_samples validation sequences (log perplexity, §2.7)."""
+        self.model.eval()
+        rows = list(range(self.dp_rank, self.valid_count, self.dp))
+        per_row_sum = torch.zeros(2, dtype=torch.float64)  # (sum of row means or token NLLs, count)
+        for i in range(0, len(rows), self.cfg.micro_batch_size):
+            idx = rows[i : i + self.cfg.micro_batch_size]
+            batch = self.valid_rows.batch(idx) if self.train_rows is not None else self.gpt.valid_batch(idx)
+            losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size).double()
+            mask = batch.loss_mask.double()
+            if self.cfg.workload == "pretrain":
+                per_row_sum += torch.tensor([(losses * mask).sum().item(), mask.sum().item()], dtype=torch.float64)
+            else:
+                counted = mask.sum(dim=1)
+                keep = counted > 0
+                row_means = (losses * mask).sum(dim=1)[keep] / counted[keep]
+                per_row_sum += torch.tensor([row_means.sum().item(), float(keep.sum())], dtype=torch.float64)
+        if self.dp > 1:
+            from megatron.core import parallel_state
+
+            torch.distributed.all_reduce(per_row_sum, group=parallel_state.get_data_parallel_group())
+        return float(per_row_sum[0] / per_row_sum[1].clamp(min=1))
+
+    # live logs (truncated to the checkpoint's offsets on resume, so they read as one uninterrupted run)
+    def _open_live(self, offsets: dict[str, int] | None) -> None:
+        if self.rank == 0:
+            if offsets is None:
+                shutil.rmtree(self.live, ignore_errors=True)
+            self.live.mkdir(parents=True, exist_ok=True)
+            for name, fields in (("steps.csv", STEP_FIELDS), ("eval.csv", EVAL_FIELDS)):
+                path = self.live / name
+                if offsets is None:
+                    path.write_text(",".join(fields) + "\n")
+                else:
+                    os.truncate(path, offsets[name])
+            if offsets is not None:
+                os.truncate(self.live / "mlperf_log.txt", offsets["mlperf_log.txt"])
+        torch.distributed.barrier()
+
+    def _offsets(self) -> dict[str, int]:
+        return {n: (self.live / n).stat().st_size for n in ("steps.csv", "eval.csv", "mlperf_log.txt")}
+
+    def _append_csv(self, name: str, fields: list[str], row: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.live / name, "a", newline="") as handle:
+                csv.DictWriter(handle, fields).writerow({k: row[k] for k in fields})
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.full_model else {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self, step: int, progress: dict[str, Any]) -> None:
+        if self.rank == 0:
+            progress = {**progress, "offsets": self._offsets()}
+        shared = [progress]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        train_checkpoint.save(self.ckpt_dir, step, self.model, self._trainable_state(), self.optimizer, shared[0],
+                              self.full_model)
+        log.info("checkpoint saved at step %d -> %s", step, self.ckpt_dir)
+
+    def run(self) -> int:
+        from .mlperf_log import LoraRunLog
+
+        cfg = self.cfg
+        resume = train_checkpoint.newest_complete(self.ckpt_dir)
+        progress: dict[str, Any] = {"step": 0, "evals": [], "run_time_s": 0.0, "status": None}
+        if resume is not None:
+            progress = train_checkpoint.load(resume, self.model, self.optimizer, self.full_model)
+            log.info("resumed from %s (step %d)", resume, progress["step"])
+        self._open_live(progress.get("offsets") if resume is not None else None)
+        mllog = LoraRunLog(self.live / "mlperf_log.txt") if self.rank == 0 else None
+        if mllog and resume is None:
+            mllog.init(self._submission(), self._hyperparameters())
+            torch.distributed.barrier()
+            mllog.run_start()
+            mllog.block_start(0)
+        elif resume is None:
+            torch.distributed.barrier()
+        step = progress["step"]
+        run_start = time.monotonic() - progress["run_time_s"]
+        meter = Progress(log, f"train {cfg.recipe}", cfg.max_steps, interval=5.0)
+        status = progress.get("status")
+        fail_at = int(os.environ.get("PIPELINE_TEST_KILL_AT_STEP", "0"))
+        while status is None and step < cfg.max_steps:
+            metrics = self.train_step(step)
+            step += 1
+            samples = step * cfg.global_batch_size
+            self._append_csv("steps.csv", STEP_FIELDS, {"step": step, "consumed_samples": samples, **metrics})
+            if mllog and step % cfg.log_every_steps == 0:
+                mllog.train_loss(metrics["loss"], samples, metrics["lr"])
+            meter.update(step, force=step == 1, step=step, loss=metrics["loss"], tokens=metrics["tokens_per_s"] * (time.monotonic() - run_start))
+            log.info("step %d loss %.4f lr %.3g grad_norm %.3g tokens/s %.0f", step, metrics["loss"], metrics["lr"],
+                     metrics["grad_norm"], metrics["tokens_per_s"])
+            if self.valid_count and self.eval_schedule.is_eval_step(step):
+                value = self.evaluate()
+                progress["evals"].append({"step": step, "samples_count": samples, "eval_loss": value})
+                self._append_csv("eval.csv", EVAL_FIELDS, {"step": step, "samples_count": samples, "eval_loss": value})
+                if mllog:
+                    mllog.evaluation(value, samples)
+                log.info("eval at %d samples: %.5f (target %.4g)", samples, value, cfg.target)
+                if value <= cfg.target:
+                    status = "success"
+                elif mllog:
+                    mllog.block_start(samples)
+            progress.update(step=step, run_time_s=time.monotonic() - run_start, status=status)
+            preempted = self.stop_signal is not None
+            periodic = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
+            if (periodic or preempted) and status is None and step < cfg.max_steps:
+                self.save_checkpoint(step, progress)
+            if preempted and status is None and step < cfg.max_steps:
+                log.warning("signal %d: checkpoint saved at step %d, exiting %d", self.stop_signal, step, EXIT_PREEMPTED)
+                return EXIT_PREEMPTED
+            if fail_at and step == fail_at and resume is None:
+                os.kill(os.getpid(), signal.SIGKILL)  # test-only: a crash without any chance to clean up
+        status = status or "aborted"
+        if mllog:
+            mllog.run_stop(step * cfg.global_batch_size, status == "success")
+            mllog.close()
+        self.finish(step, status, progress)
+        return 0
+
+    def _submission(self):
+        from .mlperf_log import Submission
+
+        return Submission(platform="cpu-demo" if not torch.cuda.is_available() else f"{torch.cuda.get_device_name()}")
+
+    def _hyperparameters(self):
+        from .mlperf_log import LoraHyperparameters
+
+        cfg = self.cfg
+        precision = {"fp32": "fp32", "bf16": "bfloat16", "fp8": "fp8"}[cfg.precision]
+        return LoraHyperparameters(
+            global_batch_size=cfg.global_batch_size, learning_rate=cfg.lr, training_steps=cfg.max_steps,
+            weight_decay=cfg.weight_decay, gradient_clip_norm=cfg.clip_grad,
+            lora_rank=cfg.lora.rank if cfg.lora else 0, lora_alpha=cfg.lora.alpha if cfg.lora else 0,
+            gradient_accumulation_steps=self.accum, train_samples=len(self.train_rows) if self.train_rows else 0,
+            eval_samples=self.valid_count, seed=cfg.seed, config_filename=cfg.recipe,
+            precision_linear=precision, precision_attn=precision if cfg.precision != "fp8" else "bfloat16",
+            precision_comm=precision if cfg.precision != "fp8" else "bfloat16",
+            tensor_parallelism=cfg.tensor_parallel, pipeline_parallelism=cfg.pipeline_parallel,
+            micro_batch_size=cfg.micro_batch_size)
+
+    def finish(self, step: int, status: str, progress: dict[str, Any]) -> None:
+        """Final artifacts, each renamed into place; metrics.json last."""
+        from .lora_layers import save_adapter
+
+        cfg = self.cfg
+        if cfg.lora is not None:
+            save_adapter(self.model, cfg.lora, self.out / "adapter")
+        else:
+            self._save_final_model()
+        if self.rank != 0:
+            return
+        for name in ("steps.csv", "eval.csv", "mlperf_log.txt"):
+            tmp = self.out / f".{name}.tmp"
+            shutil.copyfile(self.live / name, tmp)
+            os.replace(tmp, self.out / name)
+        write_json(self.out / "resolved_config.json", cfg.resolved())
+        evals = progress["evals"]
+        run_time = progress["run_time_s"]
+        samples = step * cfg.global_batch_size
+        rows = list(csv.DictReader(open(self.live / "steps.csv")))
+        tokens_per_s = sum(float(r["tokens_per_s"]) for r in rows) / max(len(rows), 1)
+        metrics = {
+            "workload": cfg.workload, "recipe": cfg.recipe, "seed": cfg.seed, "status": status,
+            "steps": step, "samples": samples, "time_to_train_s": run_time,
+            "train_samples_per_second": round(samples / run_time, 3) if run_time else None,
+            "tokens_per_s": tokens_per_s,
+            "quality_metric": "eval_loss" if cfg.workload == "lora" else ("log_perplexity" if cfg.workload == "pretrain" else None),
+            "final_quality": evals[-1]["eval_loss"] if evals else None,
+            "target": cfg.target if cfg.workload != "sft" else None,
+            "evals": evals,
+            "mfu": None,  # measured on GPU only
+        }
+        write_json(self.out / "metrics.json", metrics)
+
+    def _save_final_model(self) -> None:
+        from megatron.core import dist_checkpointing
+
+        from .convert import MODEL_CONFIG
+
+        final = self.out / "checkpoint"
+        tmp = self.out / ".checkpoint.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        torch.distributed.barrier()
+        dist_checkpointing.save(self.model.sharded_state_dict(), str(tmp))
+        torch.distributed.barrier()
+        if self.rank == 0:
+            meta = {"format": "megatron-core torch_dist", "model": self.model_cfg.to_json(),
+                    "tensor_model_parallel_size": self.cfg.tensor_parallel, "pipeline_model_parallel_size": 1,
+                    "spec": self.cfg.spec, "checkpoint_dtype": "float32", "source": f"train {self.cfg.recipe}"}
+            (tmp / MODEL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        torch.distributed.barrier()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--overrides", type=Path, help="YAML file of TrainConfig fields overriding the recipe")
+    parser.add_argument("--overrides-inline", default="", help="the same as a YAML mapping string (rules use this)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=YAML", help="single overrides (CLI wins)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ckpt-dir", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    overrides: dict[str, Any] = {}
+    if args.overrides:
+        overrides.update(yaml.safe_load(args.overrides.read_text()) or {})
+    if getattr(args, "overrides_inline", ""):
+        overrides.update(yaml.safe_load(args.overrides_inline) or {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return build_config(args.recipe, overrides)
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    from .llama_model import init_parallel, shutdown_parallel
+
+    args = _parse(argv)
+    cfg = load_config(args)  # every config error surfaces here, before any compute
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world % cfg.tensor_parallel:
+        raise PipelineInputError(f"train config: tensor_parallel {cfg.tensor_parallel} does not divide the "
+                                 f"{world} launched processes")
+    if cfg.checkpoint and not Path(cfg.checkpoint, "model_config.json").is_file():
+        raise PipelineInputError(f"train config: checkpoint {cfg.checkpoint} is missing or not a converted checkpoint")
+    torch.manual_seed(cfg.seed)
+    init_parallel(cfg.tensor_parallel, cfg.pipeline_parallel, seed=cfg.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        trainer = Trainer(cfg, args.out, args.ckpt_dir)
+
+        def on_signal(signum, _frame):
+            trainer.stop_signal = signum
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGUSR1, on_signal)
+        return trainer.run()
+    finally:
+        shutdown_parallel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

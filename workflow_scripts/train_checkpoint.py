@@ -1,0 +1,85 @@
+"""Resumable training checkpoints in a directory that is a rule *param*, not an output (Snakemake would delete it).
+
+Layout: <dir>/step_<N>/ holds `model/` (megatron dist_checkpointing, full-model training only), `rank_<r>.pt`
+(this rank's trainable tensors, optimizer, RNG states, progress, byte offsets of the live logs) and, written last,
+`complete`. Resume takes the newest step with `complete`; partial ones (a crash mid-save) are ignored.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+COMPLETE = "complete"
+
+
+def newest_complete(ckpt_dir: str | Path) -> Path | None:
+    ckpt_dir = Path(ckpt_dir)
+    steps = sorted(ckpt_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if ckpt_dir.is_dir() else []
+    complete = [p for p in steps if (p / COMPLETE).is_file()]
+    return complete[-1] if complete else None
+
+
+def rng_state() -> dict[str, Any]:
+    from megatron.core.tensor_parallel import random as mp_random
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "tracker": mp_random.get_cuda_rng_tracker().get_states()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    from megatron.core.tensor_parallel import random as mp_random
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    mp_random.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dict[str, torch.Tensor],
+         optimizer: torch.optim.Optimizer, progress: dict[str, Any], full_model: bool, keep: int = 2) -> Path:
+    """Collective: every rank calls it. Returns the step folder."""
+    from megatron.core import dist_checkpointing
+
+    rank = torch.distributed.get_rank()
+    folder = Path(ckpt_dir) / f"step_{step:08d}"
+    if rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    torch.distributed.barrier()
+    if full_model:
+        (folder / "model").mkdir(exist_ok=True)
+        dist_checkpointing.save(model.sharded_state_dict(), str(folder / "model"))
+    state = {"trainable": {k: v.detach().clone() for k, v in trainable.items()}, "optimizer": optimizer.state_dict(),
+             "rng": rng_state(), "progress": progress}
+    tmp = folder / f".rank_{rank}.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / f"rank_{rank}.pt")
+    torch.distributed.barrier()
+    if rank == 0:
+        (folder / COMPLETE).write_text(str(step))
+        for old in sorted(Path(ckpt_dir).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    torch.distributed.barrier()
+    return folder
+
+
+def load(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, full_model: bool) -> dict[str, Any]:
+    """Restore model/optimizer/RNG of this rank; returns the saved progress."""
+    from megatron.core import dist_checkpointing
+
+    if full_model:
+        model.load_state_dict(dist_checkpointing.load(model.sharded_state_dict(), str(folder / "model")))
+    state = torch.load(folder / f"rank_{torch.distributed.get_rank()}.pt", weights_only=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state["progress"]

@@ -1,0 +1,123 @@
+"""Training and validation data for the trainer.
+
+- Packed rows (GovReport `train.npy`/`validation.npy`, UltraChat packed parquet): row i gives
+  tokens = ids[:-1], targets = ids[1:], loss_mask = mask[1:] (the HF reference's label-aligned semantics, §1.5).
+- Pretraining: megatron-core GPTDataset through BlendedMegatronDatasetBuilder over the tokenized C4 prefixes.
+The training order is a pure function of (seed, global sample number), so a resumed run reads exactly what an
+uninterrupted one would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import PipelineInputError
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor     # [b, s] int64
+    targets: torch.Tensor    # [b, s] int64
+    loss_mask: torch.Tensor  # [b, s] float32
+
+
+class PackedRows:
+    """Fixed-length packed rows with a 0/1 loss mask per token."""
+
+    def __init__(self, ids: np.ndarray, mask: np.ndarray, source: str):
+        if ids.ndim != 2 or ids.shape != mask.shape:
+            raise PipelineInputError(f"{source}: expected equal-shaped 2-D ids and mask, got {ids.shape} / {mask.shape}")
+        self.ids, self.mask, self.source = ids, mask, source
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def row_length(self) -> int:
+        return self.ids.shape[1]
+
+    def batch(self, indices: list[int]) -> Batch:
+        ids = torch.from_numpy(self.ids[indices].astype(np.int64))
+        mask = torch.from_numpy(self.mask[indices].astype(np.float32))
+        return Batch(ids[:, :-1], ids[:, 1:], mask[:, 1:])
+
+
+def load_packed(path: str | Path) -> PackedRows:
+    """`.npy` in the MLPerf format (object array of dicts) or packed parquet (input_ids, labels with -100)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineInputError(f"{path}: training data not found")
+    if path.suffix == ".npy":
+        rows = np.load(path, allow_pickle=True)
+        try:
+            ids = np.stack([np.asarray(r["input_ids"], dtype=np.int64) for r in rows])
+            mask = np.stack([np.asarray(r["loss_mask"], dtype=np.int8) for r in rows])
+        except (KeyError, TypeError, ValueError) as err:
+            raise PipelineInputError(f"{path}: not an MLPerf packed .npy (rows of input_ids/loss_mask): {err}") from err
+        return PackedRows(ids, mask, str(path))
+    from .packed_parquet import read_packed
+
+    ids, labels = read_packed(path)
+    return PackedRows(ids.astype(np.int64), (labels != -100).astype(np.int8), str(path))
+
+
+def sample_order(num_rows: int, seed: int, first: int, count: int) -> list[int]:
+    """Rows for global sample numbers first .. first+count-1: a fresh permutation per epoch, seeded by (seed, epoch)."""
+    out, perms = [], {}
+    for j in range(first, first + count):
+        epoch, k = divmod(j, num_rows)
+        if epoch not in perms:
+            perms[epoch] = np.random.default_rng([seed, epoch]).permutation(num_rows)
+        out.append(int(perms[epoch][k]))
+    return out
+
+
+class GPTBatches:
+    """megatron-core GPTDatasets (train blend + validation) with the reference's settings (§2.4)."""
+
+    def __init__(self, prefixes, weights, validation_prefix: str, seq_length: int, seed: int, train_samples: int,
+                 valid_samples: int, cache: str, vocab_size: int):
+        from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+        from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+        for prefix in [*prefixes, validation_prefix]:
+            for ext in (".bin", ".idx"):
+                if not Path(prefix + ext).is_file():
+                    raise PipelineInputError(f"{prefix}{ext}: tokenized data not found")
+        weights = list(weights) if weights else None
+        config = GPTDatasetConfig(
+            random_seed=seed, sequence_length=seq_length,
+            blend_per_split=[(list(prefixes), weights), ([validation_prefix], None), None],
+            path_to_cache=cache or None, tokenizer=_TokenizerInfo(vocab_size),
+            reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False,
+            mmap_bin_files=True,
+        )
+        train, valid, _ = BlendedMegatronDatasetBuilder(
+            GPTDataset, [train_samples, valid_samples, None], lambda: True, config).build()
+        self.train, self.valid = train, valid
+
+    @staticmethod
+    def _batch(dataset, indices: list[int]) -> Batch:
+        items = [dataset[i] for i in indices]
+        tokens = torch.stack([torch.as_tensor(it["tokens"]) for it in items]).long()
+        targets = torch.stack([torch.as_tensor(it["labels"]) for it in items]).long()
+        mask = torch.stack([torch.as_tensor(it["loss_mask"]) for it in items]).float()
+        return Batch(tokens, targets, mask)
+
+    def train_batch(self, indices: list[int]) -> Batch:
+        return self._batch(self.train, indices)
+
+    def valid_batch(self, indices: list[int]) -> Batch:
+        return self._batch(self.valid, indices)
+
+
+class _TokenizerInfo:
+    """What GPTDataset asks of a tokenizer. Its eod/pad ids matter only for eod_mask_loss and reset_* options, which the
+    reference leaves off (and the C4 data has no EOD tokens), so out-of-vocabulary ids are given."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size, self.eod, self.pad = vocab_size, vocab_size, vocab_size + 1
+        self.unique_identifiers = {"class": "pipeline-tokenizer", "vocab_size": vocab_size}
