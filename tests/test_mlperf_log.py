@@ -73,3 +73,27 @@ def test_bad_logs_are_named(tmp_path, capsys):
         check_log(other, "llama2_70b_lora")
     assert main(["--log", str(empty), "--benchmark", "llama2_70b_lora", "--out", str(tmp_path / "v.json")]) == 2
     assert not (tmp_path / "v.json").exists()
+
+
+def test_pretrain_log_with_reference_hyperparameters_passes_405b_rules(tmp_path):
+    from workflow_scripts.mlperf_log import PretrainHyperparameters, PretrainRunLog
+    from workflow_scripts.train_config import llama31_405b_pretrain_2304xh100_bf16
+
+    cfg = llama31_405b_pretrain_2304xh100_bf16(global_batch_size=2304)
+    hp = PretrainHyperparameters(
+        global_batch_size=cfg.global_batch_size, max_sequence_length=cfg.seq_length, learning_rate=cfg.lr,
+        end_learning_rate=cfg.min_lr, warmup_steps=cfg.warmup_steps, decay_steps=cfg.max_steps - cfg.warmup_steps,
+        beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay,
+        gradient_clip_norm=cfg.clip_grad, gradient_accumulation_steps=144, eval_samples=cfg.eval_samples, seed=1)
+    log = PretrainRunLog(tmp_path / "r.txt")
+    log.init(Submission(), hp)
+    log.run_start()
+    log.block_start(0)
+    log.evaluation(5.7, 18432)
+    log.block_start(18432)
+    log.evaluation(5.55, 36864)
+    log.run_stop(36864, True)
+    log.close()
+    for ruleset in ("5.0.0", "5.1.0"):
+        verdict = check_log(tmp_path / "r.txt", "llama31_405b", ruleset)
+        assert verdict.passed, verdict.checker_output

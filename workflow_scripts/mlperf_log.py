@@ -91,12 +91,12 @@ class LoraHyperparameters:
     micro_batch_size: int = 1
 
 
-class LoraRunLog(MLPerfLog):
-    """The llama2_70b_lora protocol on top of MLPerfLog; samples_count = global step x GBS."""
+class RunLog(MLPerfLog):
+    """The part of a training log every benchmark shares; samples_count = global step x GBS."""
 
-    benchmark = "llama2_70b_lora"
+    benchmark = ""
 
-    def init(self, submission: Submission, hp: LoraHyperparameters) -> None:
+    def _header(self, submission: Submission) -> None:
         self.event(C.CACHE_CLEAR, True)
         self.start(C.INIT_START)
         self.event(C.SUBMISSION_BENCHMARK, self.benchmark)
@@ -108,6 +108,35 @@ class LoraRunLog(MLPerfLog):
             self.event(C.SUBMISSION_POC_NAME, submission.poc_name)
         if submission.poc_email:
             self.event(C.SUBMISSION_POC_EMAIL, submission.poc_email)
+
+    def run_start(self) -> None:
+        self.end(C.INIT_STOP)
+        self.start(C.RUN_START)
+
+    def block_start(self, samples_count: int) -> None:
+        self.start(C.BLOCK_START, samples_count=samples_count)
+
+    def train_loss(self, loss: float, samples_count: int, lr: float) -> None:
+        self.event("train_loss", loss, samples_count=samples_count, lr=lr)
+
+    def evaluation(self, eval_loss: float, samples_count: int) -> None:
+        """block_stop, eval_start, eval_accuracy, eval_stop (NVIDIA v5.0 order)."""
+        self.end(C.BLOCK_STOP, samples_count=samples_count)
+        self.start(C.EVAL_START, samples_count=samples_count)
+        self.event(C.EVAL_ACCURACY, eval_loss, samples_count=samples_count)
+        self.end(C.EVAL_STOP, samples_count=samples_count)
+
+    def run_stop(self, samples_count: int, success: bool) -> None:
+        self.end(C.RUN_STOP, samples_count=samples_count, status=C.SUCCESS if success else C.ABORTED)
+
+
+class LoraRunLog(RunLog):
+    """llama2_70b_lora (mlperf-spec §1.9)."""
+
+    benchmark = "llama2_70b_lora"
+
+    def init(self, submission: Submission, hp: LoraHyperparameters) -> None:
+        self._header(submission)
         self.event(C.OPT_BASE_LR, hp.learning_rate)
         self.event(C.OPT_ADAMW_WEIGHT_DECAY, hp.weight_decay)
         self.event(C.OPT_GRADIENT_CLIP_NORM, hp.gradient_clip_norm)
@@ -130,22 +159,51 @@ class LoraRunLog(MLPerfLog):
         self.event("micro_batch_size", hp.micro_batch_size)
         self.event("config_filename", hp.config_filename)
 
-    def run_start(self) -> None:
-        self.end(C.INIT_STOP)
-        self.start(C.RUN_START)
 
-    def block_start(self, samples_count: int) -> None:
-        self.start(C.BLOCK_START, samples_count=samples_count)
+@dataclass(frozen=True)
+class PretrainHyperparameters:
+    global_batch_size: int
+    max_sequence_length: int
+    learning_rate: float
+    end_learning_rate: float
+    warmup_steps: int
+    decay_steps: int
+    beta1: float
+    beta2: float
+    epsilon: float
+    weight_decay: float
+    gradient_clip_norm: float
+    gradient_accumulation_steps: int
+    eval_samples: int
+    seed: int
+    init_checkpoint_step: int = 0
 
-    def train_loss(self, loss: float, samples_count: int, lr: float) -> None:
-        self.event("train_loss", loss, samples_count=samples_count, lr=lr)
 
-    def evaluation(self, eval_loss: float, samples_count: int) -> None:
-        """block_stop, eval_start, eval_accuracy, eval_stop (NVIDIA v5.0 order)."""
-        self.end(C.BLOCK_STOP, samples_count=samples_count)
-        self.start(C.EVAL_START, samples_count=samples_count)
-        self.event(C.EVAL_ACCURACY, eval_loss, samples_count=samples_count)
-        self.end(C.EVAL_STOP, samples_count=samples_count)
+class PretrainRunLog(RunLog):
+    """llama31_405b (mlperf-spec §2.10): the reference's MLPerfCallback keys."""
+
+    benchmark = "llama31_405b"
+
+    def init(self, submission: Submission, hp: PretrainHyperparameters) -> None:
+        self._header(submission)
+        self.event(C.GLOBAL_BATCH_SIZE, hp.global_batch_size)
+        self.event(C.GRADIENT_ACCUMULATION_STEPS, hp.gradient_accumulation_steps)
+        self.event("max_sequence_length", hp.max_sequence_length)
+        self.event(C.EVAL_SAMPLES, hp.eval_samples)
+        self.event(C.OPT_NAME, "adamw")
+        self.event(C.OPT_BASE_LR, hp.learning_rate)
+        self.event(C.OPT_ADAMW_BETA_1, hp.beta1)
+        self.event(C.OPT_ADAMW_BETA_2, hp.beta2)
+        self.event(C.OPT_ADAMW_EPSILON, hp.epsilon)
+        self.event(C.OPT_ADAMW_WEIGHT_DECAY, hp.weight_decay)
+        self.event(C.OPT_GRADIENT_CLIP_NORM, hp.gradient_clip_norm)
+        self.event(C.OPT_END_LR, hp.end_learning_rate)
+        self.event(C.OPT_LR_WARMUP_STEPS, hp.warmup_steps)
+        self.event("opt_learning_rate_decay_steps", hp.decay_steps)
+        self.event("opt_learning_rate_decay_schedule", "cosine with linear warmup")
+        self.event(C.SEED, hp.seed)
+        self.event("init_checkpoint_step", hp.init_checkpoint_step)
 
     def run_stop(self, samples_count: int, success: bool) -> None:
-        self.end(C.RUN_STOP, samples_count=samples_count, status=C.SUCCESS if success else C.ABORTED)
+        super().run_stop(samples_count, success)
+        self.event(C.TRAIN_SAMPLES, samples_count)

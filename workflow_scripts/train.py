@@ -243,8 +243,6 @@ class Trainer:
         log.info("checkpoint saved at step %d -> %s", step, self.ckpt_dir)
 
     def run(self) -> int:
-        from .mlperf_log import LoraRunLog
-
         cfg = self.cfg
         resume = train_checkpoint.newest_complete(self.ckpt_dir)
         progress: dict[str, Any] = {"step": 0, "evals": [], "run_time_s": 0.0, "status": None}
@@ -252,7 +250,7 @@ class Trainer:
             progress = train_checkpoint.load(resume, self.model, self.optimizer, self.full_model)
             log.info("resumed from %s (step %d)", resume, progress["step"])
         self._open_live(progress.get("offsets") if resume is not None else None)
-        mllog = LoraRunLog(self.live / "mlperf_log.txt") if self.rank == 0 else None
+        mllog = self._run_log() if self.rank == 0 else None
         if mllog and resume is None:
             mllog.init(self._submission(), self._hyperparameters())
             torch.distributed.barrier()
@@ -308,10 +306,22 @@ class Trainer:
 
         return Submission(platform="cpu-demo" if not torch.cuda.is_available() else f"{torch.cuda.get_device_name()}")
 
+    def _run_log(self):
+        from .mlperf_log import LoraRunLog, PretrainRunLog
+
+        return (PretrainRunLog if self.cfg.workload == "pretrain" else LoraRunLog)(self.live / "mlperf_log.txt")
+
     def _hyperparameters(self):
-        from .mlperf_log import LoraHyperparameters
+        from .mlperf_log import LoraHyperparameters, PretrainHyperparameters
 
         cfg = self.cfg
+        if cfg.workload == "pretrain":
+            return PretrainHyperparameters(
+                global_batch_size=cfg.global_batch_size, max_sequence_length=cfg.seq_length, learning_rate=cfg.lr,
+                end_learning_rate=cfg.min_lr, warmup_steps=cfg.warmup_steps, decay_steps=cfg.max_steps - cfg.warmup_steps,
+                beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay,
+                gradient_clip_norm=cfg.clip_grad, gradient_accumulation_steps=self.accum, eval_samples=self.valid_count,
+                seed=cfg.seed)
         precision = {"fp32": "fp32", "bf16": "bfloat16", "fp8": "fp8"}[cfg.precision]
         return LoraHyperparameters(
             global_batch_size=cfg.global_batch_size, learning_rate=cfg.lr, training_steps=cfg.max_steps,
