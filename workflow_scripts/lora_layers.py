@@ -81,7 +81,15 @@ class LoraAdapter(nn.Module):
 
 def _add_lora_output(module: nn.Module, inputs: tuple, output):
     out, bias = output
-    return out + module.lora(inputs[0]).to(out.dtype), bias
+    x = inputs[0]
+    norm_weight = getattr(module, "layer_norm_weight", None)
+    if norm_weight is not None:
+        # Transformer Engine fuses the pre-norm (RMSNorm) into linear_qkv / linear_fc1: the adapter must see the
+        # normalized input, as it does with the local spec where the norm is a separate module.
+        eps = getattr(module, "eps", 1e-5)
+        xf = x.float()
+        x = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * norm_weight
+    return out + module.lora(x).to(out.dtype), bias
 
 
 def _submodule(root: nn.Module, path: str) -> nn.Module:
@@ -131,6 +139,11 @@ def apply_lora(model: nn.Module, settings: LoraSettings, seed: int) -> int:
             base.lora = adapter
             base.register_forward_hook(_add_lora_output)
             count += sum(p.numel() for p in adapter.parameters())
+    if hasattr(model, "embedding"):
+        # With activation recompute (reentrant checkpointing) a layer whose input does not require grad produces
+        # outputs without a graph, and the adapters inside it would get no gradient: the frozen embedding's output
+        # must require grad (what HF's enable_input_require_grads does for PEFT).
+        model.embedding.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True))
     return count
 
 

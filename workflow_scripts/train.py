@@ -49,6 +49,13 @@ def build_model(cfg: TrainConfig):
     from .lora_layers import apply_lora
 
     dtype = torch.float32 if cfg.precision == "fp32" else torch.bfloat16
+    overrides: dict[str, Any] = {}
+    if cfg.precision == "fp8":
+        if cfg.spec != "te":
+            raise PipelineInputError("train config: precision fp8 needs spec te (Transformer Engine)")
+        overrides.update(fp8="hybrid", fp8_recipe="delayed")
+    if cfg.recompute_activations:
+        overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     if cfg.checkpoint:
         model_cfg, _ = read_model_config(cfg.checkpoint)
     else:
@@ -57,7 +64,7 @@ def build_model(cfg: TrainConfig):
     if cfg.seq_length > model_cfg.max_position_embeddings:
         raise PipelineInputError(f"train config: seq_length {cfg.seq_length} exceeds the model's "
                                  f"max_position_embeddings {model_cfg.max_position_embeddings}")
-    model = build_gpt_model(model_cfg, cfg.spec, params_dtype=dtype, parallel_output=True)
+    model = build_gpt_model(model_cfg, cfg.spec, params_dtype=dtype, parallel_output=True, **overrides)
     if cfg.checkpoint:
         state = dist_checkpointing.load(model.sharded_state_dict(), cfg.checkpoint)
         model.load_state_dict(state)
@@ -73,12 +80,14 @@ def token_losses(model, tokens: torch.Tensor, targets: torch.Tensor, vocab_size:
     from .megatron_cpu_compat import causal_attention_mask
 
     b, s = tokens.shape
-    positions = torch.arange(s).unsqueeze(0).expand(b, s)
-    logits = model(tokens, positions, causal_attention_mask(s)).float()  # [b, s, V/tp]
+    positions = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
+    # The local spec needs an explicit causal mask (its default is built on "cuda"); TE's attention is causal itself.
+    mask = None if tokens.is_cuda else causal_attention_mask(s)
+    logits = model(tokens, positions, mask).float()  # [b, s, V/tp]
     per_rank = logits.shape[-1]
     start = parallel_state.get_tensor_model_parallel_rank() * per_rank
     if start + per_rank > vocab_size:  # padded vocabulary rows would add to the softmax's denominator
-        pad = torch.arange(start, start + per_rank) >= vocab_size
+        pad = torch.arange(start, start + per_rank, device=logits.device) >= vocab_size
         logits = logits.masked_fill(pad, -1e9)
     return tensor_parallel.vocab_parallel_cross_entropy(logits, targets)
 
@@ -94,6 +103,7 @@ class Trainer:
 
         self.cfg, self.out, self.ckpt_dir = cfg, out, ckpt_dir
         self.rank = torch.distributed.get_rank()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.dp = parallel_state.get_data_parallel_world_size()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         if cfg.global_batch_size % (cfg.micro_batch_size * self.dp):
@@ -102,6 +112,7 @@ class Trainer:
         self.accum = cfg.global_batch_size // (cfg.micro_batch_size * self.dp)
         self.model, self.model_cfg = build_model(cfg)
         self.params = trainable_parameters(self.model)
+        self.model_params = sum(p.numel() for p in self.model.parameters())  # this rank's share
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
                                          cfg.adam_eps)
         self.full_model = cfg.lora is None
@@ -114,14 +125,14 @@ class Trainer:
     # data
     def _load_data(self) -> None:
         cfg = self.cfg
-        if cfg.workload == "pretrain":
+        if cfg.workload == "pretrain" and not cfg.train_data[0].endswith(".npy"):
             train_samples = cfg.max_steps * cfg.global_batch_size
             valid = cfg.eval_samples or cfg.global_batch_size
             self.gpt = GPTBatches(cfg.train_data, cfg.train_weights, cfg.validation_data, cfg.seq_length, cfg.seed,
                                   train_samples, valid, cfg.index_cache, self.model_cfg.vocab_size)
             self.train_rows = None
             self.valid_count = min(valid, len(self.gpt.valid))
-        else:
+        else:  # packed rows: LoRA / SFT data, or language-model pretraining on packed .npy rows (the demo base model)
             self.train_rows = load_packed(cfg.train_data[0])
             self.valid_rows = load_packed(cfg.validation_data) if cfg.validation_data else None
             if self.train_rows.row_length != cfg.seq_length:  # the model reads ids[:-1] and predicts ids[1:]
@@ -160,6 +171,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         start, total, tokens = time.perf_counter(), 0.0, 0
         for batch in self.micro_batches(step):
+            batch = batch.to(self.device)
             losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size)
             loss = (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
             (loss / self.accum).backward()
@@ -191,9 +203,10 @@ class Trainer:
         for i in range(0, len(rows), self.cfg.micro_batch_size):
             idx = rows[i : i + self.cfg.micro_batch_size]
             batch = self.valid_rows.batch(idx) if self.train_rows is not None else self.gpt.valid_batch(idx)
+            batch = batch.to(self.device)
             losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size).double()
-            mask = batch.loss_mask.double()
-            if self.cfg.workload == "pretrain":
+            losses, mask = losses.cpu(), batch.loss_mask.double().cpu()
+            if self.cfg.workload == "pretrain":  # token mean over everything the mask counts
                 per_row_sum += torch.tensor([(losses * mask).sum().item(), mask.sum().item()], dtype=torch.float64)
             else:
                 counted = mask.sum(dim=1)
@@ -364,9 +377,17 @@ class Trainer:
             "final_quality": evals[-1]["eval_loss"] if evals else None,
             "target": cfg.target if cfg.workload != "sft" else None,
             "evals": evals,
-            "mfu": None,  # measured on GPU only
+            "mfu": self._mfu(tokens_per_s),
         }
         write_json(self.out / "metrics.json", metrics)
+
+    def _mfu(self, tokens_per_s: float) -> float | None:
+        """Model FLOPs utilisation on GPU: 6 x parameters x tokens/s over the GPUs' dense bf16 peak (H100 SXM:
+        989 TFLOP/s). Parameters are this rank's share times TP; attention FLOPs are not counted (a lower bound)."""
+        if not torch.cuda.is_available():
+            return None
+        peak = 989.4e12 * torch.distributed.get_world_size()
+        return 6 * self.model_params * self.cfg.tensor_parallel * tokens_per_s / peak
 
     def _save_final_model(self) -> None:
         from megatron.core import dist_checkpointing

@@ -27,6 +27,8 @@ class TrainConfig:
     precision: str = "fp32"             # fp32 | bf16 | fp8
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
+    recompute_activations: bool = False  # full-layer activation recompute (the references' gradient checkpointing)
+    random_base: bool = False           # LoRA on a randomly initialised `model_shape`: throughput runs only
     # data
     train_data: tuple[str, ...] = ()    # lora/sft: one packed file; pretrain: .bin/.idx prefixes
     train_weights: tuple[float, ...] = ()
@@ -78,8 +80,10 @@ class TrainConfig:
             bad("lr_schedule", f"must be 'cosine' or 'cosine_warmup', got {self.lr_schedule!r}")
         if self.workload in ("lora", "sft") and self.lora is None:
             bad("lora", "is required for LoRA workloads")
-        if self.workload in ("lora", "sft") and not self.checkpoint:
+        if self.workload in ("lora", "sft") and not self.checkpoint and not self.random_base:
             bad("checkpoint", "is required: LoRA starts from a converted checkpoint")
+        if self.random_base and not self.model_shape:
+            bad("model_shape", "is required with random_base")
         if self.workload == "pretrain" and not self.checkpoint and not self.model_shape:
             bad("model_shape", "is required for random initialisation")
         if self.train_weights and len(self.train_weights) != len(self.train_data):
@@ -112,17 +116,21 @@ def _lora(**kw: Any) -> LoraSettings:
 def llama2_70b_lora_8xh100_fp8(**overrides: Any) -> TrainConfig:
     """MLPerf llama2_70b_lora reference hyperparameters (mlperf-spec §1.7), TE spec, fp8, TP 4 on 8 H100s."""
     base = dict(workload="lora", recipe="llama2_70b_lora_8xh100_fp8", spec="te", precision="fp8",
-                tensor_parallel=4, seq_length=8192, global_batch_size=8, micro_batch_size=1, lr=4e-4,
+                tensor_parallel=4, recompute_activations=True, seq_length=8192, global_batch_size=8, micro_batch_size=1, lr=4e-4,
                 lr_schedule="cosine", weight_decay=1e-4, adam_beta2=0.999, adam_eps=1e-8, clip_grad=0.3,
                 max_steps=1024, eval_every_samples=384, target=0.925,
                 lora=_lora(rank=16, alpha=32, dropout=0.1, targets=("linear_qkv", "linear_proj")))
     return TrainConfig(**{**base, **overrides})
 
 
+LLAMA2_7B_SHAPE = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_layers=32,
+                       num_attention_heads=32, num_query_groups=32, head_dim=128, max_position_embeddings=8192)
+
+
 def llama2_7b_lora_1xh100_bf16(**overrides: Any) -> TrainConfig:
     """The LoRA protocol on a Llama-2-7B-shaped model on one H100 (GPU smoke run)."""
     return llama2_70b_lora_8xh100_fp8(**{"recipe": "llama2_7b_lora_1xh100_bf16", "precision": "bf16",
-                                         "tensor_parallel": 1, **overrides})
+                                         "tensor_parallel": 1, "model_shape": LLAMA2_7B_SHAPE, **overrides})
 
 
 def llama31_405b_pretrain_2304xh100_bf16(**overrides: Any) -> TrainConfig:
@@ -156,7 +164,8 @@ def llama2_70b_sft_8xh100_bf16(**overrides: Any) -> TrainConfig:
 def demo_lora_cpu(**overrides: Any) -> TrainConfig:
     """The real LoRA protocol (r 16, alpha 32, GBS 8, eval every 384 samples after 3 skipped) on the demo model."""
     return llama2_70b_lora_8xh100_fp8(**{"recipe": "demo_lora_cpu", "spec": "local", "precision": "fp32",
-                                         "tensor_parallel": 1, "seq_length": 512, **overrides})
+                                         "tensor_parallel": 1, "seq_length": 512, "recompute_activations": False,
+                                         **overrides})
 
 
 def demo_pretrain_cpu(**overrides: Any) -> TrainConfig:

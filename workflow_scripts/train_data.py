@@ -1,7 +1,9 @@
 """Training and validation data for the trainer.
 
-- Packed rows (GovReport `train.npy`/`validation.npy`, UltraChat packed parquet): row i gives
-  tokens = ids[:-1], targets = ids[1:], loss_mask = mask[1:] (the HF reference's label-aligned semantics, §1.5).
+- Packed rows (GovReport `train.npy`/`validation.npy`, UltraChat packed parquet): row i gives tokens = ids (all S),
+  targets = ids[1:] and loss_mask = mask[1:], with the last position's prediction masked out: the HF reference's
+  label-aligned semantics (§1.5) on the reference's S-token input (S = 8192 keeps FP8's divisibility rules; with causal
+  attention the first S-1 positions are exactly those of an (S-1)-token input).
 - Pretraining: megatron-core GPTDataset through BlendedMegatronDatasetBuilder over the tokenized C4 prefixes.
 The training order is a pure function of (seed, global sample number), so a resumed run reads exactly what an
 uninterrupted one would.
@@ -23,6 +25,11 @@ class Batch:
     targets: torch.Tensor    # [b, s] int64
     loss_mask: torch.Tensor  # [b, s] float32
 
+    def to(self, device: torch.device) -> "Batch":
+        if device.type == "cpu":
+            return self
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.targets, self.loss_mask)))
+
 
 class PackedRows:
     """Fixed-length packed rows with a 0/1 loss mask per token."""
@@ -42,7 +49,11 @@ class PackedRows:
     def batch(self, indices: list[int]) -> Batch:
         ids = torch.from_numpy(self.ids[indices].astype(np.int64))
         mask = torch.from_numpy(self.mask[indices].astype(np.float32))
-        return Batch(ids[:, :-1], ids[:, 1:], mask[:, 1:])
+        targets = torch.zeros_like(ids)
+        targets[:, :-1] = ids[:, 1:]
+        loss_mask = torch.zeros_like(mask)
+        loss_mask[:, :-1] = mask[:, 1:]
+        return Batch(ids, targets, loss_mask)
 
 
 def load_packed(path: str | Path) -> PackedRows:

@@ -36,7 +36,8 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
     from megatron.core import parallel_state
 
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
-    total = torch.zeros(1, dtype=torch.float64)
+    device = params[0].device if params else torch.device("cpu")
+    total = torch.zeros(1, dtype=torch.float64, device=device)
     for p in params:
         if p.grad is None:
             continue
