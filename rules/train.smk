@@ -2,7 +2,7 @@
 # Checkpoints live in a params folder (checkpoints/...), not an output: Snakemake deletes a job's outputs before a
 # rerun, and a rerun must resume from them.
 
-ALL_TARGETS.extend(train_outputs("lora") + train_outputs("pretrain"))
+ALL_TARGETS.extend(train_outputs("lora") + train_outputs("pretrain") + train_outputs("sft"))
 
 
 rule train_lora:
@@ -78,6 +78,37 @@ rule train_pretrain:
     resources:
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "{params.launcher} -m workflow_scripts.train --recipe {params.recipe} --overrides-inline '{params.overrides}'"
+        " --out {params.out} --ckpt-dir {params.ckpt_dir} > {log} 2>&1"
+
+
+rule train_sft:
+    input:
+        train="results/ultrachat/train.parquet",
+        test="results/ultrachat/test.parquet",
+        tokenizer="results/ultrachat/tokenizer/tokenizer.json",  # ChatML tokens added: the model's rows grow to it
+        checkpoint=CONVERT_MCORE,
+        parity=CONVERT_PARITY,
+    output:
+        expand("results/train/sft/seed{{seed}}/{name}", name=TRAIN_FILES),
+        adapter=directory("results/train/sft/seed{seed}/adapter"),
+    params:
+        recipe=config["train"]["sft"]["recipe"],
+        overrides=sft_overrides,
+        launcher=sft_launcher,
+        out=parent_of_first_output,
+        ckpt_dir=sft_checkpoint_dir,
+    log:
+        "logs/train/sft_seed{seed}.log",
+    benchmark:
+        "benchmarks/rules/train_sft_seed{seed}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
     conda:
         "../envs/train.yaml"
     shell:

@@ -43,7 +43,24 @@ def train_overrides(workload, wildcards):
         fields["train_data"] = ["results/govreport/train.npy"]
         fields["validation_data"] = "results/govreport/validation.npy"
         fields["checkpoint"] = CONVERT_MCORE
+    elif workload == "sft":
+        fields["train_data"] = ["results/ultrachat/train.parquet"]
+        fields["validation_data"] = "results/ultrachat/test.parquet"
+        fields["checkpoint"] = CONVERT_MCORE
+        fields["vocab_from_tokenizer"] = "results/ultrachat/tokenizer/tokenizer.json"
     return yaml.safe_dump(fields, default_flow_style=True, width=10**6).strip()
+
+
+def sft_overrides(wildcards):
+    return train_overrides("sft", wildcards)
+
+
+def sft_launcher(wildcards=None):
+    return train_launcher("sft")
+
+
+def sft_checkpoint_dir(wildcards):
+    return f"checkpoints/sft/seed{wildcards.seed}"
 
 
 def lora_overrides(wildcards):

@@ -29,6 +29,8 @@ class TrainConfig:
     pipeline_parallel: int = 1
     recompute_activations: bool = False  # full-layer activation recompute (the references' gradient checkpointing)
     random_base: bool = False           # LoRA on a randomly initialised `model_shape`: throughput runs only
+    vocab_size: int = 0                 # > checkpoint's: grow embedding/output rows (HF resize_token_embeddings)
+    vocab_from_tokenizer: str = ""      # tokenizer.json whose size sets vocab_size (e.g. with ChatML tokens added)
     # data
     train_data: tuple[str, ...] = ()    # lora/sft: one packed file; pretrain: .bin/.idx prefixes
     train_weights: tuple[float, ...] = ()
@@ -154,7 +156,8 @@ def llama2_70b_sft_8xh100_bf16(**overrides: Any) -> TrainConfig:
     8 per device x 4 accumulation on 8 GPUs = 256 samples per step (train_samples_per_second counts those)."""
     base = dict(workload="sft", recipe="llama2_70b_sft_8xh100_bf16", spec="te", precision="bf16", tensor_parallel=8,
                 seq_length=2048, global_batch_size=8 * 4 * 8, micro_batch_size=8, lr=1e-4, lr_schedule="cosine",
-                weight_decay=1e-4, clip_grad=1.0, max_steps=30, eval_every_samples=10**9, target=0.0, seed=100,
+                weight_decay=1e-4, clip_grad=1.0, max_steps=30, eval_every_samples=30 * 8 * 4 * 8, eval_skip=0,
+                target=0.0, seed=100,
                 benchmark_name="sft_throughput",
                 lora=_lora(rank=8, alpha=16, dropout=0.1,
                            targets=("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2")))
@@ -180,17 +183,31 @@ def demo_pretrain_cpu(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+def demo_base_cpu(**overrides: Any) -> TrainConfig:
+    """The demo's stand-in for a pretrained Llama 2: a tiny Llama trained as a language model on the packed demo
+    GovReport train rows (all tokens count), then exported to HF. A random tiny model cannot reach the LoRA target:
+    its frozen random output layer caps every logit (the LoRA demo stalls at a loss near log(vocab))."""
+    base = dict(workload="pretrain", recipe="demo_base_cpu", spec="local", precision="fp32", seq_length=512,
+                global_batch_size=8, micro_batch_size=4, lr=3e-3, min_lr=3e-4, lr_schedule="cosine_warmup",
+                warmup_steps=10, max_steps=150, weight_decay=0.1, adam_beta2=0.95, adam_eps=1e-5, clip_grad=1.0,
+                eval_every_samples=400, eval_skip=0, eval_samples=173, target=0.0, benchmark_name="demo_base",
+                model_shape=dict(vocab_size=4096, hidden_size=64, intermediate_size=160, num_layers=2,
+                                 num_attention_heads=8, num_query_groups=2, head_dim=8, max_position_embeddings=512))
+    return TrainConfig(**{**base, **overrides})
+
+
 def demo_sft_cpu(**overrides: Any) -> TrainConfig:
     """SFT throughput protocol (LoRA r 8 on all projections) on the demo model and packed demo UltraChat."""
     return llama2_70b_sft_8xh100_bf16(**{"recipe": "demo_sft_cpu", "spec": "local", "precision": "fp32",
                                          "tensor_parallel": 1, "seq_length": 256, "global_batch_size": 8,
-                                         "micro_batch_size": 4, "max_steps": 10, **overrides})
+                                         "micro_batch_size": 4, "max_steps": 30, "eval_every_samples": 30 * 8,
+                                         "eval_samples": 32, **overrides})
 
 
 RECIPES: dict[str, Callable[..., TrainConfig]] = {
     f.__name__: f for f in (llama2_70b_lora_8xh100_fp8, llama2_7b_lora_1xh100_bf16,
                             llama31_405b_pretrain_2304xh100_bf16, llama2_70b_sft_8xh100_bf16,
-                            demo_lora_cpu, demo_pretrain_cpu, demo_sft_cpu)
+                            demo_lora_cpu, demo_pretrain_cpu, demo_sft_cpu, demo_base_cpu)
 }
 
 
