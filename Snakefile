@@ -1,5 +1,7 @@
 # MLPerf-style LLM pipeline: raw data -> scored, compliant results. Table of contents only; rules live in rules/.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from workflow_scripts.config_check import validate_config
 
 min_version("9.0")
 
@@ -7,13 +9,31 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
+# Before any rule: a wrong key or type stops here with the key's dotted name.
+validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
 include: "rules/demo_data.smk"
 include: "rules/c4_consolidate.smk"
 include: "rules/c4_tokenize.smk"
+include: "rules/govreport_common.smk"
+include: "rules/govreport.smk"
+include: "rules/ultrachat_common.smk"
+include: "rules/ultrachat.smk"
+include: "rules/openorca_common.smk"
+include: "rules/openorca.smk"
+include: "rules/convert_common.smk"
+include: "rules/convert.smk"
+include: "rules/train_common.smk"
+include: "rules/train.smk"
+include: "rules/demo_base.smk"
+include: "rules/inference_common.smk"
+include: "rules/inference.smk"
+include: "rules/scores_common.smk"
+include: "rules/scores.smk"
+include: "rules/compliance.smk"
+include: "rules/testing.smk"
 
 
 rule all:

@@ -28,6 +28,8 @@ rule train_lora:
     resources:
         mem_mb=8000,
         runtime=240,
+        nodes=train_nodes("lora"),
+        mpi=train_mpi("lora"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -78,6 +80,8 @@ rule train_pretrain:
     resources:
         mem_mb=8000,
         runtime=240,
+        nodes=train_nodes("pretrain"),
+        mpi=train_mpi("pretrain"),
     conda:
         "../envs/train.yaml"
     shell:
@@ -109,6 +113,8 @@ rule train_sft:
     resources:
         mem_mb=8000,
         runtime=120,
+        nodes=train_nodes("sft"),
+        mpi=train_mpi("sft"),
     conda:
         "../envs/train.yaml"
     shell:

@@ -85,10 +85,25 @@ def pretrain_checkpoint_dir(wildcards):
     return f"checkpoints/pretrain/seed{wildcards.seed}"
 
 
+def train_nodes(workload):
+    return config["train"][workload].get("nodes", 1)
+
+
 def train_launcher(workload):
-    """`torchrun` with the workload's processes per node (TP x DP); multi-node launch belongs to the Slurm profile."""
+    """One node: `torchrun --standalone` in the job's single step. Several nodes (Slurm): the rule has mpi="srun", so
+    Snakemake does not wrap it in `srun -n1`, and it starts one torchrun per node itself, which meet through a c10d
+    rendezvous on the job's first node (torchtitan's launch; never `tasks` on a torchrun rule)."""
     nproc = config["train"][workload].get("nproc_per_node", 1)
-    return f"torchrun --standalone --nproc-per-node {nproc}"
+    nodes = train_nodes(workload)
+    if nodes == 1:
+        return f"torchrun --standalone --nproc-per-node {nproc}"
+    head = "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)"
+    return (f"srun --nodes {nodes} --ntasks-per-node 1 torchrun --nnodes {nodes} --nproc-per-node {nproc}"
+            f" --rdzv-backend c10d --rdzv-endpoint {head}:29500 --rdzv-id $SLURM_JOB_ID")
+
+
+def train_mpi(workload):
+    return "srun" if train_nodes(workload) > 1 else ""
 
 
 def lora_launcher(wildcards=None):
@@ -97,3 +112,27 @@ def lora_launcher(wildcards=None):
 
 def pretrain_launcher(wildcards=None):
     return train_launcher("pretrain")
+
+
+def demo_base_overrides(wildcards=None):
+    """Shape of the demo base model from config (demo.llama_*), positions for the GovReport rows."""
+    import yaml
+
+    demo = config["demo"]
+    heads = demo.get("llama_num_heads", 8)
+    hidden = demo.get("llama_hidden_size", 64)
+    fields = {
+        "train_data": ["results/govreport/train.npy"],
+        "validation_data": "results/govreport/validation.npy",
+        "seed": demo.get("seed", 1234),
+        "seq_length": config["govreport"]["seq_length"],
+        "max_steps": demo.get("base_model_steps", 150),
+        "model_shape": {
+            "vocab_size": demo.get("llama_vocab_size", 4096), "hidden_size": hidden,
+            "intermediate_size": demo.get("llama_intermediate_size", 160),
+            "num_layers": demo.get("llama_num_layers", 2), "num_attention_heads": heads,
+            "num_query_groups": demo.get("llama_num_kv_heads", 2), "head_dim": hidden // heads,
+            "max_position_embeddings": config["govreport"]["seq_length"],
+        },
+    }
+    return yaml.safe_dump(fields, default_flow_style=True, width=10**6).strip()

@@ -408,6 +408,8 @@ class Trainer:
         tokens_per_s = sum(float(r["tokens_per_s"]) for r in rows) / max(len(rows), 1)
         metrics = {
             "workload": cfg.workload, "recipe": cfg.recipe, "seed": cfg.seed, "status": status,
+            "gpus": torch.distributed.get_world_size() if torch.cuda.is_available() else 0,
+            "processes": torch.distributed.get_world_size(),
             "steps": step, "samples": samples, "time_to_train_s": run_time,
             "train_samples_per_second": round(samples / run_time, 3) if run_time else None,
             "tokens_per_s": tokens_per_s,
@@ -431,6 +433,7 @@ class Trainer:
         from megatron.core import dist_checkpointing
 
         from .convert import MODEL_CONFIG
+        from .llama_model import hf_config_dict
 
         final = self.out / "checkpoint"
         tmp = self.out / ".checkpoint.tmp"
@@ -443,7 +446,8 @@ class Trainer:
         if self.rank == 0:
             meta = {"format": "megatron-core torch_dist", "model": self.model_cfg.to_json(),
                     "tensor_model_parallel_size": self.cfg.tensor_parallel, "pipeline_model_parallel_size": 1,
-                    "spec": self.cfg.spec, "checkpoint_dtype": "float32", "source": f"train {self.cfg.recipe}"}
+                    "spec": self.cfg.spec, "checkpoint_dtype": "float32", "source": f"train {self.cfg.recipe}",
+                    "hf_config": hf_config_dict(self.model_cfg)}  # lets `convert mcore-to-hf` export it
             (tmp / MODEL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)

@@ -1,0 +1,22 @@
+# MLPerf compliance checker (mlperf-logging, unmodified) on every llama2_70b_lora training log; one verdict per seed.
+# Include it after rules/scores_common.smk and rules/train_common.smk (TRAIN_DIR). The verdict records pass or fail (the
+# score table reports it); a missing, truncated or other-benchmark log fails the job instead.
+COMPLIANCE_RULESET = "6.1.0"
+ALL_TARGETS.extend(compliance_verdicts())
+
+
+rule compliance:
+    input:
+        log=f"{TRAIN_DIR}/lora/seed{{seed}}/mlperf_log.txt",
+    output:
+        f"{COMPLIANCE_DIR}/lora/seed{{seed}}.json",
+    params:
+        benchmark="llama2_70b_lora",
+        ruleset=COMPLIANCE_RULESET,
+    log:
+        "logs/scores/compliance_lora_seed{seed}.log",
+    conda:
+        "../envs/inference.yaml"
+    shell:
+        "python -m workflow_scripts.compliance_verdict --log {input.log} --benchmark {params.benchmark}"
+        " --ruleset {params.ruleset} --out {output} > {log} 2>&1"

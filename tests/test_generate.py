@@ -1,0 +1,91 @@
+"""Greedy generation with megatron-core's KV cache == greedy re-forward without cache, token for token."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from workflow_scripts import generate as G
+from workflow_scripts.accuracy_log import read_accuracy_log
+from workflow_scripts.convert import hf_to_mcore
+from workflow_scripts.demo_llama import write_llama
+from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.llama_model import LlamaConfig, shutdown_parallel
+
+CFG = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=160, num_layers=2, head_dim=8,
+                  num_attention_heads=8, num_query_groups=2, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="module")
+def mcore_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gen_model")
+    hf = write_llama(base / "hf", CFG, seed=11, init_std=0.3)
+    return hf_to_mcore(hf, base / "mcore", tp=1, pp=1, spec="local")
+
+
+@pytest.fixture(scope="module")
+def model(mcore_dir):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: extra threads only spin on a shared machine
+    model, cfg = G.load_model(mcore_dir)
+    yield model, cfg
+    shutdown_parallel()
+    torch.set_num_threads(threads)
+
+
+def _prompts():
+    gen = torch.Generator().manual_seed(3)
+    return [torch.randint(5, 300, (n,), generator=gen).tolist() for n in (7, 12, 3, 9, 12)]
+
+
+def test_cached_batch_equals_uncached_greedy(model):
+    model, cfg = model
+    prompts = _prompts()
+    free = [G.generate_uncached(model, cfg.vocab_size, p, 10, eos_id=0) for p in prompts]
+    assert all(len(o) == 10 for o in free) and len({tuple(o) for o in free}) > 1
+    # An EOS that sample 0 emits at its 3rd step: it stops there while the batch (and its cache) carries on.
+    eos = free[0][2]
+    expected = [G.generate_uncached(model, cfg.vocab_size, p, 10, eos_id=eos) for p in prompts]
+    assert expected[0] == free[0][:3] and any(len(e) == 10 for e in expected)
+    assert G.generate_batch(model, cfg.vocab_size, prompts, 10, eos_id=eos) == expected
+    assert G.generate_all(model, cfg.vocab_size, prompts, 10, eos_id=eos, batch_size=2) == expected
+
+
+def test_min_new_tokens_suppresses_eos_at_first_step(model):
+    model, cfg = model
+    prompt = _prompts()[1]
+    first = G.generate_uncached(model, cfg.vocab_size, prompt, 4, eos_id=0)[0]
+    out = G.generate_batch(model, cfg.vocab_size, [prompt], 4, eos_id=first, min_new_tokens=1)
+    assert out[0][0] != first and len(out[0]) >= 1
+    assert G.generate_batch(model, cfg.vocab_size, [prompt], 4, eos_id=first, min_new_tokens=0) == [[first]]
+
+
+def test_length_batches_cover_every_row_once():
+    prompts = [[1] * n for n in (3, 9, 1, 9, 5)]
+    batches = G.length_batches(prompts, 2)
+    assert sorted(r for b in batches for r in b) == list(range(5))
+    assert batches[0] == [1, 3]
+
+
+def test_main_writes_accuracy_log(mcore_dir, demo_tokenizer_path, tmp_path, model):
+    from tokenizers import Tokenizer
+
+    samples = tmp_path / "samples.pkl"
+    pd.DataFrame({"tok_input": _prompts()[:3], "output": ["a", "b", "c"]}).to_pickle(samples)
+    out, stats = tmp_path / "acc.json", tmp_path / "stats.json"
+    args = ["--mcore", str(mcore_dir), "--samples", str(samples), "--tokenizer", str(demo_tokenizer_path),
+            "--out", str(out), "--stats", str(stats), "--max-new-tokens", "5", "--batch-size", "2"]
+    assert G.main(args) == 0
+    eos = Tokenizer.from_file(str(demo_tokenizer_path)).token_to_id("</s>")
+    logged = read_accuracy_log(out)
+    m, cfg = G.load_model(mcore_dir)
+    assert logged == {i: G.generate_uncached(m, cfg.vocab_size, p, 5, eos) for i, p in enumerate(_prompts()[:3])}
+
+
+def test_bad_sample_list(tmp_path):
+    with pytest.raises(PipelineInputError, match="nope.pkl: sample list missing"):
+        G.read_prompts(tmp_path / "nope.pkl")
+    bad = tmp_path / "bad.pkl"
+    pd.DataFrame({"tok_input": [[1], []]}).to_pickle(bad)
+    with pytest.raises(PipelineInputError, match="bad.pkl: row 1: empty tok_input"):
+        G.read_prompts(bad)

@@ -1,0 +1,108 @@
+"""ROUGE scoring as evaluate-accuracy.py: decoding, sentence-split independence, means, targets, bad input."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from rouge_score import rouge_scorer
+from tokenizers import Tokenizer
+
+from workflow_scripts import rouge_score_eval as R
+from workflow_scripts.accuracy_log import read_accuracy_log, write_accuracy_log
+from workflow_scripts.errors import PipelineInputError
+
+TARGETS = [
+    "The cats are running in the garden. They chased a mouse!",
+    "Paris is the capital of France. It hosts the Louvre.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+]
+PREDICTIONS = [
+    "A cat runs in gardens. It chases mice.",
+    "The capital of France is Paris.",
+    "Ice melts at zero degrees.",
+]
+
+
+def _samples(tmp_path, targets=TARGETS):
+    path = tmp_path / "samples.pkl"
+    pd.DataFrame({"output": targets, "tok_input": [[1, 2]] * len(targets)}).to_pickle(path)
+    return path
+
+
+def test_accuracy_log_round_trip_keeps_first_duplicate(tmp_path):
+    path = tmp_path / "acc.json"
+    write_accuracy_log(path, [(1, [5, 6, 7]), (0, [3]), (1, [9])])
+    assert read_accuracy_log(path) == {1: [5, 6, 7], 0: [3]}
+    assert json.loads(path.read_text())[0]["data"] == "050000000600000007000000"  # int32 little endian, as LoadGen
+
+
+def test_rouge_1_2_l_do_not_depend_on_sentence_splitting():
+    # The reference joins nltk sentences with "\n"; rouge_score's tokenizer treats "\n" like any separator.
+    scorer = rouge_scorer.RougeScorer(list(R.ROUGE_TYPES), use_stemmer=True)
+    split = {"The cats are running in the garden. They chased a mouse!":
+             "The cats are running in the garden.\nThey chased a mouse!",
+             "A cat runs in gardens. It chases mice.": "A cat runs in gardens.\nIt chases mice."}
+    target, prediction = TARGETS[0], PREDICTIONS[0]
+    plain = scorer.score(target, prediction)
+    lined = scorer.score(split[target], split[prediction])
+    for t in R.ROUGE_TYPES:
+        assert plain[t].fmeasure == lined[t].fmeasure
+        assert 0 < plain[t].fmeasure < 1
+    # ... while rougeLsum does change with the lines, which is why it needs the reference's splitter.
+    lsum = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+    assert lsum.score(target, prediction)["rougeLsum"].fmeasure != lsum.score(split[target], split[prediction])["rougeLsum"].fmeasure
+
+
+def test_stemmer_is_used():
+    scores = R.rouge_fmeasures(["cats running"], ["cat runs"])
+    assert scores["rouge1"] == [1.0]
+
+
+def test_evaluate_decodes_strips_and_averages(tmp_path, demo_tokenizer_path):
+    tok = Tokenizer.from_file(str(demo_tokenizer_path))
+    eos = tok.token_to_id("</s>")
+    ids = [tok.encode("  " + p + " ").ids + [eos] for p in PREDICTIONS]  # padding blanks and EOS must not count
+    write_accuracy_log(tmp_path / "acc.json", list(enumerate(ids)))
+    scores = R.evaluate(_samples(tmp_path), tmp_path / "acc.json", demo_tokenizer_path)
+    decoded = [tok.decode(i, skip_special_tokens=True).strip() for i in ids]
+    per_sample = R.rouge_fmeasures(decoded, TARGETS)
+    for t in R.ROUGE_TYPES:
+        assert scores[t] == round(sum(per_sample[t]) / 3 * 100, 4)
+    assert 0 < scores["rouge1"] < 100
+    assert scores["gen_num"] == 3 and scores["gen_tok_len"] == sum(map(len, ids))
+    assert scores["tokens_per_sample"] == round(sum(map(len, ids)) / 3, 1)
+    assert scores["targets"]["llama2-70b-99"]["passed"] is False  # short toy answers are far below the targets
+
+
+def test_identical_answers_score_100(tmp_path, demo_tokenizer_path):
+    tok = Tokenizer.from_file(str(demo_tokenizer_path))
+    write_accuracy_log(tmp_path / "acc.json", [(i, tok.encode(t).ids) for i, t in enumerate(TARGETS)])
+    scores = R.evaluate(_samples(tmp_path), tmp_path / "acc.json", demo_tokenizer_path, workers=2)
+    assert [scores[t] for t in R.ROUGE_TYPES] == [100.0, 100.0, 100.0]
+
+
+def test_verdicts_use_spec_thresholds():
+    scores = {"rouge1": 44.39, "rouge2": 22.02, "rougeL": 28.59, "tokens_per_sample": 294.4}
+    v = R.verdicts(scores)
+    assert v["llama2-70b-99"]["passed"] is True
+    assert v["llama2-70b-99.9"]["passed"] is True
+    assert v["llama2-70b-99.9"]["checks"]["rouge1"]["min"] == pytest.approx(44.3867688)
+    assert R.verdicts({**scores, "rouge1": 44.38})["llama2-70b-99.9"]["passed"] is False
+    assert R.verdicts({**scores, "rouge1": 44.38})["llama2-70b-99"]["passed"] is True
+    bounds = R.verdicts({**scores, "tokens_per_sample": 324.0})["llama2-70b-99"]["checks"]["tokens_per_sample"]
+    assert (bounds["min"], bounds["max"], bounds["passed"]) == (pytest.approx(265.005), pytest.approx(323.895), False)
+
+
+def test_fewer_outputs_than_samples_names_the_log(tmp_path, demo_tokenizer_path):
+    write_accuracy_log(tmp_path / "acc.json", [(0, [5]), (1, [6])])
+    with pytest.raises(PipelineInputError, match=r"acc\.json: generated outputs for 2 samples, the sample list has 3"):
+        R.evaluate(_samples(tmp_path), tmp_path / "acc.json", demo_tokenizer_path)
+
+
+def test_missing_log_exits_2_with_its_name(tmp_path, demo_tokenizer_path, capsys):
+    rc = R.main(["--samples", str(_samples(tmp_path)), "--accuracy-log", str(tmp_path / "nope.json"),
+                 "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json")])
+    assert rc == 2
+    assert "nope.json: accuracy log missing" in capsys.readouterr().err
+    assert not (tmp_path / "rouge.json").exists()

@@ -1,0 +1,24 @@
+"""The inference-accuracy stage and the score table inside the default demo run."""
+from __future__ import annotations
+
+import csv
+import json
+
+import yaml
+
+from workflow_scripts.accuracy_log import read_accuracy_log
+
+
+def test_demo_generation_rouge_and_score_table(demo_run):
+    inference = yaml.safe_load((demo_run / "config.yaml").read_text())["inference"]
+    generated = read_accuracy_log(demo_run / "results/inference/mlperf_log_accuracy.json")
+    assert sorted(generated) == list(range(inference["samples"]))
+    assert all(1 <= len(ids) <= inference["max_new_tokens"] for ids in generated.values())
+    rouge = json.loads((demo_run / "results/inference/rouge.json").read_text())
+    assert rouge["gen_num"] == inference["samples"]
+    assert rouge["gen_tok_len"] == sum(map(len, generated.values()))
+    # The tiny demo model is far from the llama2-70b targets: reported as FAIL, the DAG still completes.
+    assert rouge["targets"]["llama2-70b-99"]["passed"] is False
+    rows = list(csv.DictReader(open(demo_run / "results/scores/scores.csv")))
+    assert {"llama2-70b-99", "llama2-70b-99.9"} <= {r["workload"] for r in rows}
+    assert "| llama2-70b-99 |" in (demo_run / "results/scores/scores.md").read_text()

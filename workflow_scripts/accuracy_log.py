@@ -1,0 +1,46 @@
+"""MLPerf Inference accuracy log (mlperf_log_accuracy.json): [{"seq_id", "qsl_idx", "data": hex of the ids}, ...]."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .atomic import atomic_open
+from .errors import PipelineInputError
+
+DTYPE = "int32"  # the reference README evaluates with --dtype int32
+
+
+def write_accuracy_log(path: Path | str, outputs: Iterable[tuple[int, Sequence[int]]],
+                       dtype: str = DTYPE) -> int:
+    """Write (qsl_idx, ids) pairs atomically as the LoadGen accuracy log does; returns the number of entries."""
+    entries = [{"seq_id": n, "qsl_idx": int(idx), "data": np.asarray(ids, dtype=dtype).tobytes().hex().upper()}
+               for n, (idx, ids) in enumerate(outputs)]
+    with atomic_open(path, "w") as handle:
+        json.dump(entries, handle)
+        handle.write("\n")
+    return len(entries)
+
+
+def read_accuracy_log(path: Path | str, dtype: str = DTYPE) -> dict[int, list[int]]:
+    """qsl_idx -> generated ids; duplicated qsl_idx keep their first entry (as evaluate-accuracy.py)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineInputError(f"{path}: accuracy log missing")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PipelineInputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None
+    if not isinstance(entries, list):
+        raise PipelineInputError(f"{path}: expected a JSON list of {{qsl_idx, data}} entries")
+    generated: dict[int, list[int]] = {}
+    for number, entry in enumerate(entries):
+        try:
+            idx, data = int(entry["qsl_idx"]), entry["data"]
+            ids = np.frombuffer(bytes.fromhex(data), dtype).tolist()
+        except (KeyError, TypeError, ValueError) as err:
+            raise PipelineInputError(f"{path}: entry {number}: bad accuracy-log entry ({err})") from None
+        generated.setdefault(idx, ids)
+    return generated
