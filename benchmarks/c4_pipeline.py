@@ -72,6 +72,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--vocab", type=int, default=32768)
     parser.add_argument("--repeats", type=int, default=3, help="consolidation repeats (median)")
+    parser.add_argument("--parts", default="consolidate,tokenize", help="which measurements to run")
+    parser.add_argument("--copies", type=int, default=10,
+                        help="consolidate the shard list this many times over (both peers), so a run measures copy "
+                             "throughput rather than the ~20 ms fixed cost of a call")
+    parser.add_argument("--quick", action="store_true",
+                        help="skip the encode_batch_fast peer and the separate peak-RSS run (two fewer passes)")
     args = parser.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
@@ -91,15 +97,23 @@ def main() -> None:
     # Consolidation vs cat, alternating so the page cache treats both alike.
     merged, cat_out = work / "c4-train.en_0.json.gz", work / "cat.json.gz"
     ours_t, cat_t = [], []
-    for _ in range(args.repeats):
-        ours_t.append(timed(lambda: concatenate(shards, merged)))
-        cat_t.append(timed(lambda: subprocess.run(f"cat {' '.join(map(str, shards))} > {cat_out}", shell=True, check=True)))
-    assert merged.read_bytes() == cat_out.read_bytes()
-    ours, cat = statistics.median(ours_t), statistics.median(cat_t)
-    rows.append(("consolidate (pipeline)", f"{compressed / 1e6 / ours:,.0f} MB/s", f"{ours:.2f}s", ""))
-    rows.append(("consolidate (cat)", f"{compressed / 1e6 / cat:,.0f} MB/s", f"{cat:.2f}s", ""))
-    rows.append(("  ratio pipeline/cat", f"{cat / ours:.2f}x", "", "target >= 0.9x"))
-    cat_out.unlink()
+    listed = shards * args.copies
+    for _ in range(args.repeats if "consolidate" in args.parts else 0):
+        ours_t.append(timed(lambda: concatenate(listed, merged)))
+        cat_t.append(timed(lambda: subprocess.run(f"cat {' '.join(map(str, listed))} > {cat_out}", shell=True, check=True)))
+    if ours_t:
+        assert merged.read_bytes() == cat_out.read_bytes()
+        ours, cat = statistics.median(ours_t), statistics.median(cat_t)
+        size = compressed * args.copies / 1e6
+        rows.append((f"consolidate {size:,.0f} MB (pipeline)", f"{size / ours:,.0f} MB/s", f"{ours:.3f}s", f"median of {args.repeats}"))
+        rows.append((f"consolidate {size:,.0f} MB (cat)", f"{size / cat:,.0f} MB/s", f"{cat:.3f}s", f"median of {args.repeats}"))
+        rows.append(("  ratio pipeline/cat", f"{cat / ours:.2f}x", "", "target >= 0.9x"))
+        cat_out.unlink()
+        if args.copies > 1:  # tokenization below reads one copy of the corpus
+            concatenate(shards, merged)
+    if "tokenize" not in args.parts:
+        _print(args, compressed, None, None, rows)
+        return
 
     # Tokenization: the pipeline in-process, then the bare tokenizer over the same texts held in memory.
     prefix = work / "c4-train.en_0_text_document"
@@ -117,27 +131,35 @@ def main() -> None:
         bare_tokens = sum(len(e.ids) for b in batches for e in tokenizer.encode_batch(b, add_special_tokens=False))
 
     bare_t = timed(bare)
-    fast_t = timed(lambda: [tokenizer.encode_batch_fast(b, add_special_tokens=False) for b in batches])
+    fast_t = None if args.quick else timed(lambda: [tokenizer.encode_batch_fast(b, add_special_tokens=False) for b in batches])
     assert bare_tokens == stats["tokens"], (bare_tokens, stats["tokens"])
     tokens, docs = stats["tokens"], len(texts)
     rows.append(("tokenize (pipeline, from .json.gz to .bin/.idx)", f"{tokens / pipe_t:,.0f} tok/s", f"{pipe_t:.1f}s",
                  f"{docs / pipe_t:,.0f} docs/s"))
     rows.append(("tokenize (bare encode_batch, texts in memory)", f"{tokens / bare_t:,.0f} tok/s", f"{bare_t:.1f}s", ""))
-    rows.append(("tokenize (bare encode_batch_fast, in memory)", f"{tokens / fast_t:,.0f} tok/s", f"{fast_t:.1f}s", ""))
+    if fast_t:
+        rows.append(("tokenize (bare encode_batch_fast, in memory)", f"{tokens / fast_t:,.0f} tok/s", f"{fast_t:.1f}s", ""))
     rows.append(("  ratio pipeline/encode_batch", f"{bare_t / pipe_t:.2f}x", "", "target >= 0.8x"))
     del texts, batches
 
     # Peak RSS of the entry point exactly as the rule runs it (a fresh process).
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    cmd = [sys.executable, "-m", "workflow_scripts.c4_tokenize", "--input", str(merged), "--output-prefix",
+    cmd = None if args.quick else [sys.executable, "-m", "workflow_scripts.c4_tokenize", "--input", str(merged), "--output-prefix",
            str(work / "rss_text_document"), "--tokenizer", str(tok_path), "--threads", str(args.threads)]
-    subprocess.run(cmd, check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    rows.append(("tokenize peak RSS (rule entry point)", f"{max(peak, before) / 1024:,.0f} MiB", "", "target < 2048 MiB"))
+    if cmd:
+        subprocess.run(cmd, check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        rows.append(("tokenize peak RSS (rule entry point)", f"{max(peak, before) / 1024:,.0f} MiB", "", "target < 2048 MiB"))
 
-    print(f"\ncorpus: {args.shards} shards, {args.mb} MB uncompressed JSON, {compressed / 1e6:.0f} MB gzip, "
-          f"{docs:,} docs, {tokens:,} tokens; BPE vocab {args.vocab}; threads {args.threads}; cpus {os.cpu_count()}")
-    print(f"command: .venv/bin/python benchmarks/c4_pipeline.py --mb {args.mb} --threads {args.threads}\n")
+    _print(args, compressed, docs, tokens, rows)
+
+
+def _print(args, compressed, docs, tokens, rows) -> None:
+    counts = f", {docs:,} docs, {tokens:,} tokens" if docs else ""
+    print(f"\ncorpus: {args.shards} shards, {args.mb} MB uncompressed JSON, {compressed / 1e6:.0f} MB gzip{counts}; "
+          f"BPE vocab {args.vocab}; threads {args.threads}; cpus {os.cpu_count()}")
+    print(f"command: .venv/bin/python benchmarks/c4_pipeline.py --mb {args.mb} --threads {args.threads}"
+          f" --parts {args.parts}{' --quick' if args.quick else ''} --repeats {args.repeats} --copies {args.copies}\n")
     width = max(len(r[0]) for r in rows)
     print(f"{'measure'.ljust(width)} | {'rate':>16} | {'time':>8} | note")
     print(f"{'-' * width}-|-{'-' * 16}-|-{'-' * 8}-|-----")

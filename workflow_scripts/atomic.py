@@ -15,16 +15,22 @@ def temp_sibling(path: str | os.PathLike[str], tag: str = "") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of `path`; rename it onto `path` only if the block finishes without error."""
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", durable: bool = False,
+                buffering: int = -1) -> Iterator[IO[Any]]:
+    """Open a temporary sibling of `path`; rename it onto `path` only if the block finishes without error.
+
+    A cancelled or failed job never leaves `path` half written. `durable=True` also fsyncs before the rename (safe
+    against power loss); it is off by default because it costs ~40% of a large sequential copy (C4 consolidation).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        with open(tmp, mode) as handle:
+        with open(tmp, mode, buffering=buffering) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

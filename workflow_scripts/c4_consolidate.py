@@ -35,6 +35,20 @@ def check_gzip_header(path: Path) -> None:
         raise PipelineInputError(f"{path}: not a gzip file (bad or missing gzip header)")
 
 
+def _copy_all(src, dst, shard: Path) -> int:
+    """Copy one shard with a 1 MiB buffer: as fast as `cat` or faster here (measured against copy_file_range,
+    sendfile and 128 KiB buffers in benchmarks/c4_pipeline.py's setting)."""
+    buffer = bytearray(_CHUNK // 4)
+    view = memoryview(buffer)
+    copied = 0
+    while count := src.readinto(buffer):
+        dst.write(view[:count])
+        copied += count
+    if copied != os.path.getsize(shard):
+        raise PipelineInputError(f"{shard}: file changed size while being copied")
+    return copied
+
+
 def concatenate(shards: Sequence[Path], out: Path, manifest: Path | None = None) -> int:
     """Write the byte concatenation of `shards` to `out` atomically; returns the bytes written.
 
@@ -45,18 +59,10 @@ def concatenate(shards: Sequence[Path], out: Path, manifest: Path | None = None)
     total = sum(os.path.getsize(s) for s in shards)
     progress, written = Progress(log, f"consolidate {out.name}", total), 0
     ranges = []
-    with atomic_open(out, "wb") as dst:
+    with atomic_open(out, "wb", buffering=0) as dst:
         for shard in shards:
-            with open(shard, "rb") as src:
-                # sendfile-backed copy where the OS has it; same bytes as `cat`.
-                size = os.path.getsize(shard)
-                offset = 0
-                while offset < size:
-                    sent = os.sendfile(dst.fileno(), src.fileno(), offset, size - offset)
-                    if sent == 0:
-                        raise PipelineInputError(f"{shard}: file shrank while being copied")
-                    offset += sent
-                dst.seek(0, os.SEEK_END)
+            with open(shard, "rb", buffering=0) as src:
+                size = _copy_all(src, dst, shard)
             ranges.append({"path": str(shard), "start": written, "end": written + size})
             written += size
             progress.update(written, MB=written / 1e6)
