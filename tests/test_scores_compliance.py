@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from workflow_scripts.compliance_verdict import main
+from workflow_scripts.compliance import main
 from workflow_scripts.mlperf_log import LoraHyperparameters, LoraRunLog, Submission
 from workflow_scripts.score_table import build_rows
 
@@ -35,7 +35,7 @@ def _log(tmp_path, seed, evals, stop=True):
 
 def _verdict(log, tmp_path, capsys=None):
     out = tmp_path / f"verdict_{log.parent.name}.json"
-    rc = main(["--log", str(log), "--benchmark", "llama2_70b_lora", "--out", str(out)])
+    rc = main(["--record", "--log", str(log), "--benchmark", "llama2_70b_lora", "--out", str(out)])
     return rc, out
 
 

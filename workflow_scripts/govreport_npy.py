@@ -21,6 +21,7 @@ import numpy as np
 from .atomic import atomic_open, write_json
 from .cli import run_main
 from .errors import PipelineInputError
+from .parquet_input import open_parquet
 from .packed_parquet import IGNORE_INDEX
 from .progress import Progress
 
@@ -30,14 +31,8 @@ COLUMNS = ("input_ids", "labels")
 
 def _open(path: Path):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if not path.is_file():
-        raise PipelineInputError(f"{path}: no such file")
-    try:
-        handle = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise PipelineInputError(f"{path}: not a readable parquet file ({err})") from err
+    handle = open_parquet(path)
     schema = handle.schema_arrow
     for name in COLUMNS:
         if name not in schema.names:

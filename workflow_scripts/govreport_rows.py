@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import PipelineInputError
+from .parquet_input import open_parquet
 
 COLUMNS = ("input", "output")
 BATCH_ROWS = 256
@@ -33,12 +34,8 @@ def _check_strings(path: Path, column: str, values: list, first_row: int) -> lis
 
 def _parquet_batches(path: Path, batch_rows: int) -> Iterator[RowBatch]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        handle = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as err:
-        raise PipelineInputError(f"{path}: not a readable parquet file ({err})") from err
+    handle = open_parquet(path)
     names = handle.schema_arrow.names
     for column in COLUMNS:
         if column not in names:

@@ -28,6 +28,7 @@ import numpy as np
 from .atomic import write_json
 from .cli import run_main
 from .errors import PipelineInputError
+from .parquet_input import open_parquet
 from .packed_parquet import PackedParquetWriter
 from .progress import Progress
 from .tokenizer_files import load_tokenizer, tokenizer_sha256
@@ -57,17 +58,9 @@ def _check_conversation(path: Path, row: int, conversation) -> list[dict]:
 
 def iter_texts(paths: Sequence[Path], batch_rows: int = 512) -> Iterator[str]:
     """ChatML texts of every conversation of every file, in order; bad rows fail naming file, row and field."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise PipelineInputError(f"{path}: no such file")
-        try:
-            handle = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as err:
-            raise PipelineInputError(f"{path}: not a readable parquet file ({err})") from err
+        handle = open_parquet(path)
         names = handle.schema_arrow.names
         if "messages" not in names:
             raise PipelineInputError(f"{path}: missing column 'messages' (columns: {', '.join(names)})")
