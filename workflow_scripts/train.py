@@ -219,7 +219,7 @@ class Trainer:
         loss_t = torch.tensor([total], dtype=torch.float64)
         self._dp_mean(loss_t)
         elapsed = time.perf_counter() - start
-        return {"loss": float(loss_t), "lr": lr, "grad_norm": grad_norm,
+        return {"loss": float(loss_t), "lr": lr, "grad_norm": grad_norm, "tokens": tokens * self.dp,
                 "tokens_per_s": tokens * self.dp / elapsed, "step_time_s": elapsed}
 
     def _dp_mean(self, t: torch.Tensor) -> None:
@@ -309,9 +309,11 @@ class Trainer:
             torch.distributed.barrier()
         step = progress["step"]
         run_start = time.monotonic() - progress["run_time_s"]
-        meter = Progress(log, f"train {cfg.recipe}", cfg.max_steps, interval=5.0)
+        start_step = step
+        meter = Progress(log, f"train {cfg.recipe}", cfg.max_steps - start_step, interval=5.0)
         status = progress.get("status")
         fail_at = int(os.environ.get("PIPELINE_TEST_KILL_AT_STEP", "0"))
+        tokens_seen = 0  # in this process, for the progress line's rates and ETA
         while status is None and step < cfg.max_steps:
             metrics = self.train_step(step)
             step += 1
@@ -319,7 +321,8 @@ class Trainer:
             self._append_csv("steps.csv", STEP_FIELDS, {"step": step, "consumed_samples": samples, **metrics})
             if mllog and step % cfg.log_every_steps == 0:
                 mllog.train_loss(metrics["loss"], samples, metrics["lr"])
-            meter.update(step, force=step == 1, step=step, loss=metrics["loss"], tokens=metrics["tokens_per_s"] * (time.monotonic() - run_start))
+            tokens_seen += metrics["tokens"]
+            meter.update(step - start_step, force=step == start_step + 1, steps=step - start_step, tokens=tokens_seen)
             log.info("step %d loss %.4f lr %.3g grad_norm %.3g tokens/s %.0f", step, metrics["loss"], metrics["lr"],
                      metrics["grad_norm"], metrics["tokens_per_s"])
             if self.valid_count and self.eval_schedule.is_eval_step(step):
