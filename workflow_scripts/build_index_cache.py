@@ -36,9 +36,7 @@ def _body(argv: Sequence[str] | None) -> int:
     vocab = LlamaConfig(**cfg.model_shape).vocab_size if cfg.model_shape else 0
     init_parallel(1, 1, seed=cfg.seed)  # GPTDataset needs torch.distributed, like the trainer
     try:
-        data = GPTBatches(cfg.train_data, cfg.train_weights, cfg.validation_data, cfg.seq_length, cfg.seed,
-                          cfg.max_steps * cfg.global_batch_size, cfg.eval_samples or cfg.global_batch_size,
-                          cfg.index_cache, vocab)
+        data = GPTBatches.for_config(cfg, vocab)
         files = sorted(str(p.name) for p in Path(cfg.index_cache).glob("*"))
         write_json(args.done, {"cache": cfg.index_cache, "train_samples": len(data.train),
                                "validation_samples": len(data.valid), "files": files})

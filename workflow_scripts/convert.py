@@ -114,20 +114,20 @@ def hf_to_mcore(hf_dir: Path | str, out_dir: Path | str, tp: int = 1, pp: int = 
 
     with atomic_directory(out_dir) as tmp:
         write_checkpoint(tmp, chunks, objects, on_chunk, threads)
-        meta = {
-            "format": "megatron-core torch_dist",
-            "model": cfg.to_json(),
-            "tensor_model_parallel_size": tp,
-            "pipeline_model_parallel_size": pp,
-            "spec": spec,
-            "checkpoint_dtype": cfg.torch_dtype,
-            "hf_config": json.loads((hf_dir / "config.json").read_text()),
-            "source": str(hf_dir),
-        }
-        (tmp / MODEL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_model_config(tmp, cfg, tp, pp, spec, cfg.torch_dtype, json.loads((hf_dir / "config.json").read_text()),
+                           str(hf_dir))
     log.info("wrote %s (%d chunks, tp=%d pp=%d spec=%s, padded vocab %d)", out_dir, len(chunks), tp, pp, spec,
              cfg.padded_vocab_size)
     return out_dir
+
+
+def write_model_config(ckpt_dir: Path, cfg: LlamaConfig, tp: int, pp: int, spec: str, dtype: str,
+                       hf_config: dict, source: str) -> None:
+    """model_config.json beside a torch_dist folder: what the trainer and `mcore-to-hf` read (hf_config included)."""
+    meta = {"format": "megatron-core torch_dist", "model": cfg.to_json(), "tensor_model_parallel_size": tp,
+            "pipeline_model_parallel_size": pp, "spec": spec, "checkpoint_dtype": dtype, "hf_config": hf_config,
+            "source": source}
+    (Path(ckpt_dir) / MODEL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def read_model_config(mcore_dir: Path | str) -> tuple[LlamaConfig, dict]:

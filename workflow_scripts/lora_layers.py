@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import PipelineInputError
+from .lora import CONFIG, WEIGHTS, adapter_key  # the adapter file format (read back by `convert mcore-to-hf --lora`)
 
 # target -> (attribute path inside a transformer layer, parallel kind)
 TARGET_MODULES = {
@@ -182,11 +183,6 @@ def _join(target: str, part: str, shards: list[torch.Tensor]) -> torch.Tensor:
     return shards[0]
 
 
-def adapter_key(layer: int, target: str, part: str) -> str:
-    """Tensor name in the adapter file (same scheme as workflow_scripts/lora.py)."""
-    return f"decoder.layers.{layer}.{TARGET_MODULES[target][0]}.{part}.weight"
-
-
 def gather_adapter_state(model: nn.Module, grads: bool = False) -> dict[str, torch.Tensor]:
     """Every adapter factor (or its gradient) of the whole model in the global layout, on every rank."""
     from megatron.core import parallel_state
@@ -228,7 +224,7 @@ def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None
 
 
 def save_adapter(model: nn.Module, settings: LoraSettings, out_dir) -> None:
-    """Write `adapter_config.json` + `adapter_model.safetensors` (global layout) atomically from global rank 0."""
+    """Write the adapter folder (lora.py's format, global layout) atomically from global rank 0."""
     import json
     import os
     import shutil
@@ -243,10 +239,10 @@ def save_adapter(model: nn.Module, settings: LoraSettings, out_dir) -> None:
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "adapter_model.safetensors"))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS))
     meta = {"r": settings.rank, "alpha": settings.alpha, "dropout": settings.dropout,
             "target_modules": list(settings.targets)}
-    (tmp / "adapter_config.json").write_text(json.dumps(meta, indent=2))
+    (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

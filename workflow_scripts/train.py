@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import os
@@ -162,12 +161,9 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         if cfg.workload == "pretrain" and not cfg.train_data[0].endswith(".npy"):
-            train_samples = cfg.max_steps * cfg.global_batch_size
-            valid = cfg.eval_samples or cfg.global_batch_size
-            self.gpt = GPTBatches(cfg.train_data, cfg.train_weights, cfg.validation_data, cfg.seq_length, cfg.seed,
-                                  train_samples, valid, cfg.index_cache, self.model_cfg.vocab_size)
+            self.gpt = GPTBatches.for_config(cfg, self.model_cfg.vocab_size)
             self.train_rows = None
-            self.valid_count = min(valid, len(self.gpt.valid))
+            self.valid_count = min(cfg.eval_samples or cfg.global_batch_size, len(self.gpt.valid))
         else:  # packed rows: LoRA / SFT data, or language-model pretraining on packed .npy rows (the demo base model)
             self.train_rows = load_packed(cfg.train_data[0])
             self.valid_rows = load_packed(cfg.validation_data) if cfg.validation_data else None
@@ -435,7 +431,7 @@ class Trainer:
     def _save_final_model(self) -> None:
         from megatron.core import dist_checkpointing
 
-        from .convert import MODEL_CONFIG
+        from .convert import write_model_config
         from .llama_model import hf_config_dict
 
         final = self.out / "checkpoint"
@@ -447,11 +443,9 @@ class Trainer:
         dist_checkpointing.save(self.model.sharded_state_dict(), str(tmp))
         torch.distributed.barrier()
         if self.rank == 0:
-            meta = {"format": "megatron-core torch_dist", "model": self.model_cfg.to_json(),
-                    "tensor_model_parallel_size": self.cfg.tensor_parallel, "pipeline_model_parallel_size": 1,
-                    "spec": self.cfg.spec, "checkpoint_dtype": "float32", "source": f"train {self.cfg.recipe}",
-                    "hf_config": hf_config_dict(self.model_cfg)}  # lets `convert mcore-to-hf` export it
-            (tmp / MODEL_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            # hf_config lets `convert mcore-to-hf` export the trained model
+            write_model_config(tmp, self.model_cfg, self.cfg.tensor_parallel, 1, self.cfg.spec, "float32",
+                               hf_config_dict(self.model_cfg), f"train {self.cfg.recipe}")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
         torch.distributed.barrier()

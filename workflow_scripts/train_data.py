@@ -110,6 +110,14 @@ class GPTBatches:
             GPTDataset, [train_samples, valid_samples, None], lambda: True, config).build()
         self.train, self.valid = train, valid
 
+    @classmethod
+    def for_config(cls, cfg, vocab_size: int) -> "GPTBatches":
+        """The datasets a pretraining TrainConfig asks for. The trainer and the index-cache rule both build them here:
+        the cache is keyed by the dataset description, so any difference would silently rebuild it at training."""
+        return cls(cfg.train_data, cfg.train_weights, cfg.validation_data, cfg.seq_length, cfg.seed,
+                   cfg.max_steps * cfg.global_batch_size, cfg.eval_samples or cfg.global_batch_size,
+                   cfg.index_cache, vocab_size)
+
     @staticmethod
     def _batch(dataset, indices: list[int]) -> Batch:
         items = [dataset[i] for i in indices]
