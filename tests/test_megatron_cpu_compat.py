@@ -21,14 +21,20 @@ def _patched_functions():
     from megatron.core import utils
     from megatron.core.dist_checkpointing.strategies import filesystem_async, state_dict_saver
     from megatron.core.models.common.embeddings import rotary_pos_embedding
+    from megatron.core.pipeline_parallel import p2p_communication, schedules
     from megatron.core.tensor_parallel import mappings
 
+    p2p = p2p_communication.P2PCommunicator
     return {
         "rope_inv_freq_device": [rotary_pos_embedding.RotaryEmbedding.get_emb],
         "global_memory_buffer_device": [utils.GlobalMemoryBuffer.get_tensor],
         "checkpoint_writer_synchronize": [filesystem_async.FileSystemWriterAsync.preload_tensors],
         "checkpoint_finalize_device": [state_dict_saver.save_state_dict_async_finalize],
         "tp_collectives_device": [f for f in vars(mappings).values() if getattr(f, "_cpu_compat_patch", False)],
+        "pipeline_p2p_device": [p2p._communicate, p2p._communicate_shapes],
+        "pipeline_schedule_token_count": [schedules.forward_backward_no_pipelining,
+                                          schedules.forward_backward_pipelining_without_interleaving,
+                                          schedules.forward_backward_pipelining_with_interleaving],
     }
 
 

@@ -128,3 +128,33 @@ def test_tp2_gives_the_tp1_losses(setup, tmp_path):
     train_cli(tmp_path / "tp2", tmp_path / "tp2c", *sets, "tensor_parallel=2", nproc=2)
     one, two = _losses(tmp_path / "tp1"), _losses(tmp_path / "tp2")
     assert len(one) == 3 and max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+
+
+def test_pp2_with_a_resume_gives_the_pp1_losses_and_adapter(setup, tmp_path):
+    """Two pipeline stages (one layer each) through megatron's 1F1B schedule, killed after step 3 and resumed from
+    the step-2 checkpoint: the same losses, gradient norms, evaluations and adapter as one process."""
+    from safetensors.torch import load_file
+
+    base, *_, sets = setup
+    sets = [*sets, "lora={rank: 16, alpha: 32, dropout: 0.0, targets: [linear_qkv, linear_proj, linear_fc1, linear_fc2]}",
+            "max_steps=4"]
+    train_cli(tmp_path / "pp1", tmp_path / "pp1c", *sets)
+    killed = train_cli(tmp_path / "pp2", tmp_path / "pp2c", *sets, "pipeline_parallel=2", nproc=2,
+                       env={"PIPELINE_TEST_KILL_AT_STEP": "3"}, check=False)
+    assert killed.returncode != 0 and not (tmp_path / "pp2" / "metrics.json").exists()
+    resumed = train_cli(tmp_path / "pp2", tmp_path / "pp2c", *sets, "pipeline_parallel=2", nproc=2)
+    assert "resumed from" in resumed.stderr and "(step 2)" in resumed.stderr
+
+    def rows(run, name):
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(tmp_path / run / name))]
+
+    for name in ("steps.csv", "eval.csv"):
+        one, two = rows("pp1", name), rows("pp2", name)
+        assert len(one) == len(two) > 0
+        for a, b in zip(one, two):
+            for key in ("loss", "grad_norm", "eval_loss"):
+                if key in a:
+                    assert abs(a[key] - b[key]) < 1e-5, (name, key, a, b)
+    one, two = (load_file(tmp_path / run / "adapter" / "adapter_model.safetensors") for run in ("pp1", "pp2"))
+    assert one.keys() == two.keys() and len(one) == 16  # 2 layers x 4 targets x (A, B): both stages' layers
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-6

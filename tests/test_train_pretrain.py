@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from train_fixtures import REPO
+from distributed import free_port
+from train_fixtures import REPO, make_model
 from workflow_scripts.c4_consolidate import concatenate
 from workflow_scripts.c4_tokenize import tokenize_file
 
@@ -34,9 +35,12 @@ def tokenized(demo_corpus_dir, demo_tokenizer_path, tmp_path_factory):
 
 
 def _run(module, *args):
+    return _run_cmd(["-m", module, *args])
+
+
+def _run_cmd(args):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return proc
 
@@ -64,3 +68,34 @@ def test_pretraining_on_own_indexed_data(tokenized, tmp_path):
     assert (tmp_path / "out" / "checkpoint" / "model_config.json").is_file()
     log = (tmp_path / "out" / "mlperf_log.txt").read_text()
     assert '"value": "llama31_405b"' in log and '"key": "train_samples"' in log
+
+
+def test_pp2_pretraining_equals_pp1_and_its_model_exports_the_same(tokenized, tmp_path):
+    """Two pipeline stages give the same losses and log perplexity as one process, and the final checkpoint (saved
+    from two stages) exports to the same HF tensors. Both start from one converted checkpoint: random init draws
+    each stage's layers from its own RNG stream, so it differs between layouts (as in Megatron-LM)."""
+    from safetensors.torch import load_file
+
+    base, prefixes, val = tokenized
+    _, mcore = make_model(tmp_path)
+    sets = ["--set", f"checkpoint={mcore}", f"train_data=[{prefixes[0]}, {prefixes[1]}]", "train_weights=[50, 50]",
+            f"validation_data={val}", f"index_cache={tmp_path / 'cache'}", "seq_length=64", "global_batch_size=8",
+            "micro_batch_size=4", "max_steps=4", "warmup_steps=1", "lr=3e-3", "eval_every_samples=16",
+            "eval_samples=12", "eval_skip=0", "target=0.5"]
+    _run("workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
+         *sets)
+    for name, launch in (("pp1", []), ("pp2", ["-m", "torch.distributed.run", "--nproc-per-node=2",
+                                                 f"--master-port={free_port()}"])):
+        extra = ["pipeline_parallel=2"] if name == "pp2" else []
+        _run_cmd([*launch, "-m", "workflow_scripts.train", "--recipe", "demo_pretrain_cpu", "--out",
+                  str(tmp_path / name), "--ckpt-dir", str(tmp_path / f"{name}_ckpt"), *sets, *extra])
+        _run("workflow_scripts.convert", "mcore-to-hf", "--mcore", str(tmp_path / name / "checkpoint"),
+             "--out", str(tmp_path / f"{name}_hf"))
+    one, two = ([float(r["loss"]) for r in csv.DictReader(open(tmp_path / run / "steps.csv"))] for run in ("pp1", "pp2"))
+    assert len(one) == 4 and max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+    evals = [json.loads((tmp_path / run / "metrics.json").read_text())["evals"] for run in ("pp1", "pp2")]
+    assert len(evals[0]) == 2 and all(abs(a["eval_loss"] - b["eval_loss"]) < 1e-5 for a, b in zip(*evals))
+    assert json.loads((tmp_path / "pp2" / "checkpoint" / "model_config.json").read_text())[
+        "pipeline_model_parallel_size"] == 2
+    hf1, hf2 = (load_file(next((tmp_path / f"{run}_hf").glob("*.safetensors"))) for run in ("pp1", "pp2"))
+    assert hf1.keys() == hf2.keys() and max(float((hf1[k] - hf2[k]).abs().max()) for k in hf1) < 1e-5

@@ -21,6 +21,8 @@ PATCH_NAMES = (
     "checkpoint_writer_synchronize",
     "checkpoint_finalize_device",
     "tp_collectives_device",
+    "pipeline_p2p_device",
+    "pipeline_schedule_token_count",
 )
 
 _applied: list[str] = []
@@ -45,10 +47,24 @@ class _CpuCuda:
         return getattr(torch.cuda, name)
 
 
+def _on_cpu(factory: Callable) -> Callable:
+    def create(*args: Any, device: Any = None, **kwargs: Any) -> torch.Tensor:
+        if device is not None and torch.device(device).type == "cuda":
+            device = "cpu"
+        return factory(*args, device=device, **kwargs)
+
+    return create
+
+
 class _CpuTorch(types.ModuleType):
-    """`torch` as seen by a patched megatron module: everything is torch except `torch.cuda`."""
+    """`torch` as seen by a patched megatron module: everything is torch except `torch.cuda`, and tensors created
+    with a literal device="cuda" land on the CPU."""
 
     cuda = _CpuCuda()
+    zeros = staticmethod(_on_cpu(torch.zeros))
+    empty = staticmethod(_on_cpu(torch.empty))
+    ones = staticmethod(_on_cpu(torch.ones))
+    tensor = staticmethod(_on_cpu(torch.tensor))
 
     def __init__(self) -> None:
         super().__init__("torch")
@@ -171,6 +187,24 @@ def _patch_tp_collectives() -> None:
             setattr(mappings, name, _with_cpu_torch(obj))
 
 
+def _patch_pipeline_p2p() -> None:
+    # Pipeline stages receive activations into buffers allocated on torch.cuda.current_device().
+    from megatron.core.pipeline_parallel import p2p_communication
+
+    cls = p2p_communication.P2PCommunicator
+    for name in ("_communicate", "_communicate_shapes"):
+        setattr(cls, name, _with_cpu_torch(cls.__dict__[name]))
+
+
+def _patch_pipeline_schedules() -> None:
+    # The schedules count tokens in a tensor created with device="cuda".
+    from megatron.core.pipeline_parallel import schedules
+
+    for name in ("forward_backward_no_pipelining", "forward_backward_pipelining_without_interleaving",
+                 "forward_backward_pipelining_with_interleaving"):
+        setattr(schedules, name, _with_cpu_torch(getattr(schedules, name)))
+
+
 _PATCHES: dict[str, Callable[[], None]] = {
     "rope_inv_freq_device": _patch_rope,
     "global_memory_buffer_device": _patch_memory_buffer,
@@ -178,6 +212,8 @@ _PATCHES: dict[str, Callable[[], None]] = {
     "checkpoint_writer_synchronize": _patch_checkpoint_writer,
     "checkpoint_finalize_device": _patch_checkpoint_finalize,
     "tp_collectives_device": _patch_tp_collectives,
+    "pipeline_p2p_device": _patch_pipeline_p2p,
+    "pipeline_schedule_token_count": _patch_pipeline_schedules,
 }
 
 

@@ -96,6 +96,8 @@ def resize_vocabulary(model, model_cfg, vocab_size: int, cfg: TrainConfig, dtype
     state = model.state_dict()
     generator = torch.Generator().manual_seed(cfg.seed)
     for key in ("embedding.word_embeddings.weight", "output_layer.weight"):
+        if key not in state:  # pipeline parallel: the embedding is on the first stage, the output layer on the last
+            continue
         shards = [torch.empty_like(state[key]) for _ in range(tp)]
         torch.distributed.all_gather(shards, state[key].contiguous(), group=group)
         old = torch.cat(shards)[: model_cfg.vocab_size]
@@ -110,15 +112,20 @@ def resize_vocabulary(model, model_cfg, vocab_size: int, cfg: TrainConfig, dtype
 
 def token_losses(model, tokens: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Per-token cross-entropy [b, s] over the real vocabulary (megatron's padding rows are excluded)."""
-    from megatron.core import parallel_state, tensor_parallel
-
     from .megatron_cpu_compat import causal_attention_mask
 
     b, s = tokens.shape
     positions = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
     # The local spec needs an explicit causal mask (its default is built on "cuda"); TE's attention is causal itself.
     mask = None if tokens.is_cuda else causal_attention_mask(s)
-    logits = model(tokens, positions, mask).float()  # [b, s, V/tp]
+    return logits_losses(model(tokens, positions, mask), targets, vocab_size)
+
+
+def logits_losses(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Per-token cross-entropy [b, s] from this rank's vocab-parallel logits [b, s, V/tp]."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    logits = logits.float()
     per_rank = logits.shape[-1]
     start = parallel_state.get_tensor_model_parallel_rank() * per_rank
     if start + per_rank > vocab_size:  # padded vocabulary rows would add to the softmax's denominator
@@ -140,6 +147,7 @@ class Trainer:
         self.rank = torch.distributed.get_rank()
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.dp = parallel_state.get_data_parallel_world_size()
+        self.pp = parallel_state.get_pipeline_model_parallel_world_size()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         if cfg.global_batch_size % (cfg.micro_batch_size * self.dp):
             raise PipelineInputError(f"train config: global_batch_size {cfg.global_batch_size} is not a multiple of "
@@ -147,7 +155,7 @@ class Trainer:
         self.accum = cfg.global_batch_size // (cfg.micro_batch_size * self.dp)
         self.model, self.model_cfg = build_model(cfg)
         self.params = trainable_parameters(self.model)
-        self.model_params = sum(p.numel() for p in self.model.parameters())  # this rank's share
+        self.model_params = self._stage_sum(sum(p.numel() for p in self.model.parameters()))  # this TP rank's share
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
                                          cfg.adam_eps)
         self.full_model = cfg.lora is None
@@ -185,6 +193,19 @@ class Trainer:
             else:
                 yield self.gpt.train_batch(list(range(start, start + cfg.micro_batch_size)))
 
+    def _stage_sum(self, value: int) -> int:
+        """Sum over the pipeline stages (each holds a slice of the layers)."""
+        if self.pp == 1:
+            return value
+        from megatron.core import parallel_state
+
+        t = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(t, group=parallel_state.get_pipeline_model_parallel_group())
+        return int(t)
+
+    def _token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return logits_losses(logits, targets, self.model_cfg.vocab_size)
+
     # schedule
     def lr_at(self, step: int) -> float:
         cfg = self.cfg
@@ -202,17 +223,23 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         start, total, tokens = time.perf_counter(), 0.0, 0
-        for batch in self.micro_batches(step):
-            batch = batch.to(self.device)
-            losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size)
-            loss = (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
-            (loss / self.accum).backward()
-            total += loss.item() / self.accum
-            tokens += batch.tokens.numel()
+        if self.pp > 1:  # megatron's 1F1B schedule moves activations between the stages
+            from .train_pipeline import train_microbatches
+
+            total, tokens = train_microbatches(self.model, self.micro_batches(step), self.device, self.cfg.seq_length,
+                                               self._token_loss)
+        else:
+            for batch in self.micro_batches(step):
+                batch = batch.to(self.device)
+                losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size)
+                loss = (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
+                (loss / self.accum).backward()
+                total += loss.item() / self.accum
+                tokens += batch.tokens.numel()
         average_data_parallel_grads(self.params)
         grad_norm = clip_grad_norm(self.params, self.cfg.clip_grad)
         self.optimizer.step()
-        loss_t = torch.tensor([total], dtype=torch.float64)
+        loss_t = torch.tensor([total], dtype=torch.float64, device=self.device)  # NCCL reduces device tensors only
         self._dp_mean(loss_t)
         elapsed = time.perf_counter() - start
         return {"loss": float(loss_t), "lr": lr, "grad_norm": grad_norm, "tokens": tokens * self.dp,
@@ -231,10 +258,18 @@ class Trainer:
         Pretraining: mean token NLL over the first eval_samples validation sequences (log perplexity, §2.7)."""
         self.model.eval()
         rows = list(range(self.dp_rank, self.valid_count, self.dp))
-        per_row_sum = torch.zeros(2, dtype=torch.float64)  # (sum of row means or token NLLs, count)
-        for i in range(0, len(rows), self.cfg.micro_batch_size):
-            idx = rows[i : i + self.cfg.micro_batch_size]
-            batch = self.valid_rows.batch(idx) if self.train_rows is not None else self.gpt.valid_batch(idx)
+        chunks = [rows[i : i + self.cfg.micro_batch_size] for i in range(0, len(rows), self.cfg.micro_batch_size)]
+        batches = (self.valid_rows.batch(idx) if self.train_rows is not None else self.gpt.valid_batch(idx)
+                   for idx in chunks)
+        if self.pp > 1:
+            from .train_pipeline import eval_sums
+
+            per_row_sum = eval_sums(self.model, list(batches), self.device, self.cfg.seq_length, self._token_loss,
+                                    per_row=self.cfg.workload != "pretrain").cpu()
+            batches = iter(())
+        else:
+            per_row_sum = torch.zeros(2, dtype=torch.float64)  # (sum of row means or token NLLs, count)
+        for batch in batches:
             batch = batch.to(self.device)
             losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size).double()
             losses, mask = losses.cpu(), batch.loss_mask.double().cpu()
@@ -248,6 +283,7 @@ class Trainer:
         if self.dp > 1:
             from megatron.core import parallel_state
 
+            per_row_sum = per_row_sum.to(self.device)  # NCCL reduces device tensors only
             torch.distributed.all_reduce(per_row_sum, group=parallel_state.get_data_parallel_group())
         return float(per_row_sum[0] / per_row_sum[1].clamp(min=1))
 
@@ -309,6 +345,9 @@ class Trainer:
         meter = Progress(log, f"train {cfg.recipe}", cfg.max_steps - start_step, interval=5.0)
         status = progress.get("status")
         fail_at = int(os.environ.get("PIPELINE_TEST_KILL_AT_STEP", "0"))
+        # test-only: seconds to sleep after each step of a run that did not resume, so that a Slurm test job
+        # outlasts its walltime signal while the resumed job runs at full speed (tests/test_slurm_resume.py)
+        step_sleep = float(os.environ.get("PIPELINE_TEST_STEP_SLEEP_S", "0"))
         tokens_seen = 0  # in this process, for the progress line's rates and ETA
         while status is None and step < cfg.max_steps:
             metrics = self.train_step(step)
@@ -333,6 +372,8 @@ class Trainer:
                 elif mllog:
                     mllog.block_start(samples)
             progress.update(step=step, run_time_s=time.monotonic() - run_start, status=status)
+            if step_sleep and resume is None:
+                time.sleep(step_sleep)
             preempted = self.stop_signal is not None
             periodic = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
             if (periodic or preempted) and status is None and step < cfg.max_steps:
@@ -444,7 +485,7 @@ class Trainer:
         torch.distributed.barrier()
         if self.rank == 0:
             # hf_config lets `convert mcore-to-hf` export the trained model
-            write_model_config(tmp, self.model_cfg, self.cfg.tensor_parallel, 1, self.cfg.spec, "float32",
+            write_model_config(tmp, self.model_cfg, self.cfg.tensor_parallel, self.pp, self.cfg.spec, "float32",
                                hf_config_dict(self.model_cfg), f"train {self.cfg.recipe}")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -480,9 +521,9 @@ def _body(argv: Sequence[str] | None) -> int:
     args = _parse(argv)
     cfg = load_config(args)  # every config error surfaces here, before any compute
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world % cfg.tensor_parallel:
-        raise PipelineInputError(f"train config: tensor_parallel {cfg.tensor_parallel} does not divide the "
-                                 f"{world} launched processes")
+    if world % (cfg.tensor_parallel * cfg.pipeline_parallel):
+        raise PipelineInputError(f"train config: tensor_parallel x pipeline_parallel = {cfg.tensor_parallel} x "
+                                 f"{cfg.pipeline_parallel} does not divide the {world} launched processes")
     if cfg.checkpoint and not Path(cfg.checkpoint, "model_config.json").is_file():
         raise PipelineInputError(f"train config: checkpoint {cfg.checkpoint} is missing or not a converted checkpoint")
     torch.manual_seed(cfg.seed)

@@ -32,7 +32,8 @@ def average_data_parallel_grads(params: list[torch.nn.Parameter]) -> None:
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
-    """Global L2 norm over the model, counting TP-replicated parameters once; clips in place; returns the norm."""
+    """Global L2 norm over the model (all pipeline stages), counting TP-replicated parameters once; clips in place;
+    returns the norm."""
     from megatron.core import parallel_state
 
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
@@ -46,6 +47,8 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
             total += p.grad.detach().double().pow(2).sum()
     if parallel_state.get_tensor_model_parallel_world_size() > 1:
         torch.distributed.all_reduce(total, group=parallel_state.get_tensor_model_parallel_group())
+    if parallel_state.get_pipeline_model_parallel_world_size() > 1:  # each stage holds other layers' gradients
+        torch.distributed.all_reduce(total, group=parallel_state.get_pipeline_model_parallel_group())
     norm = float(total.sqrt())
     if max_norm > 0 and norm > max_norm:
         coef = max_norm / (norm + 1e-6)
