@@ -158,3 +158,31 @@ def test_pp2_with_a_resume_gives_the_pp1_losses_and_adapter(setup, tmp_path):
     one, two = (load_file(tmp_path / run / "adapter" / "adapter_model.safetensors") for run in ("pp1", "pp2"))
     assert one.keys() == two.keys() and len(one) == 16  # 2 layers x 4 targets x (A, B): both stages' layers
     assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-6
+
+
+@pytest.mark.parametrize("bad,message", [
+    ("tensor_parallel=2", "tensor_parallel x pipeline_parallel = 2 x 1 does not divide the 1 launched processes"),
+    ("checkpoint=/nonexistent/ckpt", "checkpoint /nonexistent/ckpt is missing or not a converted checkpoint"),
+    ("optimizer_impl=megatron", "optimizer_impl megatron needs CUDA"),
+    ("optimizer_impl=adafactor", "optimizer_impl must be 'auto', 'megatron' or 'torch', got 'adafactor'"),
+    ("global_batch_size=5", "global_batch_size 5 is not a multiple of micro_batch_size 2"),
+])
+def test_bad_config_fails_before_any_compute_naming_the_key(setup, tmp_path, capsys, bad, message):
+    from workflow_scripts.train import main
+
+    *_, sets = setup
+    if bad.startswith("optimizer_impl=megatron") and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    code = main(["--recipe", "demo_lora_cpu", "--out", str(tmp_path / "o"), "--ckpt-dir", str(tmp_path / "c"),
+                 "--set", *sets, bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1], err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def test_sequence_longer_than_the_rows_fails_naming_the_file(setup, tmp_path):
+    base, *_, sets = setup
+    proc = train_cli(tmp_path / "o", tmp_path / "c", *sets, "seq_length=100", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{base / 'train.npy'}: rows hold {SEQ} tokens, train config seq_length is 100" in proc.stderr
+    assert not (tmp_path / "o" / "metrics.json").exists()

@@ -156,8 +156,17 @@ class Trainer:
         self.model, self.model_cfg = build_model(cfg)
         self.params = trainable_parameters(self.model)
         self.model_params = self._stage_sum(sum(p.numel() for p in self.model.parameters()))  # this TP rank's share
-        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
-                                         cfg.adam_eps)
+        self.megatron_optimizer = cfg.optimizer_impl == "megatron" or (cfg.optimizer_impl == "auto" and
+                                                                       self.device.type == "cuda")
+        if self.megatron_optimizer:  # GPU: megatron DDP (+ distributed optimizer), fp32 master weights
+            from .train_megatron_optim import MegatronOptimizer
+
+            self.optimizer = MegatronOptimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
+                                               cfg.adam_eps, cfg.clip_grad, bf16=cfg.precision != "fp32",
+                                               distributed=cfg.distributed_optimizer and self.dp > 1)
+        else:  # CPU: torch AdamW with megatron's weight-decay groups, DP all-reduce and TP/PP-aware clipping
+            self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
+                                             cfg.adam_eps)
         self.full_model = cfg.lora is None
         self._load_data()
         every = math.ceil(cfg.eval_every_samples / cfg.global_batch_size)
@@ -236,9 +245,12 @@ class Trainer:
                 (loss / self.accum).backward()
                 total += loss.item() / self.accum
                 tokens += batch.tokens.numel()
-        average_data_parallel_grads(self.params)
-        grad_norm = clip_grad_norm(self.params, self.cfg.clip_grad)
-        self.optimizer.step()
+        if self.megatron_optimizer:
+            grad_norm = self.optimizer.step()  # DP reduce, clip, update
+        else:
+            average_data_parallel_grads(self.params)
+            grad_norm = clip_grad_norm(self.params, self.cfg.clip_grad)
+            self.optimizer.step()
         loss_t = torch.tensor([total], dtype=torch.float64, device=self.device)  # NCCL reduces device tensors only
         self._dp_mean(loss_t)
         elapsed = time.perf_counter() - start
@@ -524,6 +536,9 @@ def _body(argv: Sequence[str] | None) -> int:
     if world % (cfg.tensor_parallel * cfg.pipeline_parallel):
         raise PipelineInputError(f"train config: tensor_parallel x pipeline_parallel = {cfg.tensor_parallel} x "
                                  f"{cfg.pipeline_parallel} does not divide the {world} launched processes")
+    if cfg.optimizer_impl == "megatron" and not torch.cuda.is_available():
+        raise PipelineInputError("train config: optimizer_impl megatron needs CUDA (megatron-core's DDP and optimizer "
+                                 "allocate on the GPU); use auto or torch on CPU")
     if cfg.checkpoint and not Path(cfg.checkpoint, "model_config.json").is_file():
         raise PipelineInputError(f"train config: checkpoint {cfg.checkpoint} is missing or not a converted checkpoint")
     torch.manual_seed(cfg.seed)

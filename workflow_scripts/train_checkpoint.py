@@ -42,7 +42,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dict[str, torch.Tensor],
-         optimizer: torch.optim.Optimizer, progress: dict[str, Any], full_model: bool, keep: int = 2) -> Path:
+         optimizer: Any, progress: dict[str, Any], full_model: bool, keep: int = 2) -> Path:
     """Collective: every rank calls it. Returns the step folder."""
     from megatron.core import dist_checkpointing
 
@@ -60,6 +60,8 @@ def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dic
     tmp = folder / f".rank_{rank}.pt.tmp"
     torch.save(state, tmp)
     os.replace(tmp, folder / f"rank_{rank}.pt")
+    if hasattr(optimizer, "save_sharded"):  # megatron's distributed optimizer: Adam state sharded over DP
+        optimizer.save_sharded(folder)
     torch.distributed.barrier()
     if rank == 0:
         (folder / COMPLETE).write_text(str(step))
@@ -69,7 +71,7 @@ def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dic
     return folder
 
 
-def load(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, full_model: bool) -> dict[str, Any]:
+def load(folder: Path, model: torch.nn.Module, optimizer: Any, full_model: bool) -> dict[str, Any]:
     """Restore model/optimizer/RNG of this rank; returns the saved progress."""
     from megatron.core import dist_checkpointing
 
@@ -81,5 +83,7 @@ def load(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         for name, value in state["trainable"].items():
             params[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
+    if hasattr(optimizer, "load_sharded"):
+        optimizer.load_sharded(folder)
     set_rng_state(state["rng"])
     return state["progress"]

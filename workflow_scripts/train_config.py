@@ -49,6 +49,8 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     clip_grad: float = 0.3
+    optimizer_impl: str = "auto"        # auto: megatron on GPU, torch on CPU | megatron (DDP + its optimizer) | torch
+    distributed_optimizer: bool = True  # megatron path with DP > 1: shard Adam state and master weights over DP
     max_steps: int = 1024
     # evaluation: every `eval_every_samples`, skipping the first `eval_skip` evaluations; stop at `target`
     eval_every_samples: int = 384
@@ -78,6 +80,8 @@ class TrainConfig:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.global_batch_size % self.micro_batch_size:
             bad("global_batch_size", f"{self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
+        if self.optimizer_impl not in ("auto", "megatron", "torch"):
+            bad("optimizer_impl", f"must be 'auto', 'megatron' or 'torch', got {self.optimizer_impl!r}")
         if self.lr_schedule not in ("cosine", "cosine_warmup"):
             bad("lr_schedule", f"must be 'cosine' or 'cosine_warmup', got {self.lr_schedule!r}")
         if self.workload in ("lora", "sft") and self.lora is None:
