@@ -9,6 +9,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html`: this text heads the report; rules/report.smk makes its figures.
+report: "report/workflow.rst"
+
+
 # Before any rule: a wrong key or type stops here with the key's dotted name.
 validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
@@ -34,6 +38,8 @@ include: "rules/scores_common.smk"
 include: "rules/scores.smk"
 include: "rules/compliance.smk"
 include: "rules/testing.smk"
+include: "rules/report_common.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -41,12 +41,37 @@ def launch(nproc: int, module: str, args: list[str], log: Path, env: dict | None
             return 124
 
 
+def launch_two_nodes(module: str, args: list[str], log: Path, timeout: int = 300) -> int:
+    """Two torchrun 'nodes' on this host, one GPU each, meeting through c10d rendezvous with the flags of
+    rules/train_common.smk's multi-node launcher (there `srun` starts one per node)."""
+    PORT[0] += 1
+    procs = []
+    with open(log, "a") as handle:
+        for node in range(2):
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{PORT[0]}", "--rdzv-id", "gpucheck",
+                   "-m", module, *args]
+            env = dict(os.environ, PYTHONPATH=f"{os.environ.get('PYTHONPATH', '')}:{ROOT}", NVIDIA_TF32_OVERRIDE="0",
+                       CUDA_VISIBLE_DEVICES=str(node))
+            handle.write(" ".join(cmd) + "\n")
+            handle.flush()
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT))
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=timeout))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(124)
+    return max(codes)
+
+
 def steps(run: Path) -> list[dict]:
     return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(run / "steps.csv"))]
 
 
 def train(name: str, recipe: str, sets: list[str], out: Path, nproc: int = 1, env: dict | None = None,
-          resume_from_kill: bool = False) -> dict:
+          resume_from_kill: bool = False, two_nodes: bool = False) -> dict:
     run, ckpt, log = out / name, out / f"{name}_ckpt", out / f"{name}.log"
     sets = [CPU_SETS.get(s, s) for s in sets]
     args = ["--recipe", recipe, "--out", str(run), "--ckpt-dir", str(ckpt), "--set", *sets]
@@ -55,7 +80,10 @@ def train(name: str, recipe: str, sets: list[str], out: Path, nproc: int = 1, en
     if resume_from_kill:
         code = launch(nproc, "workflow_scripts.train", args, log, env={"PIPELINE_TEST_KILL_AT_STEP": "3"})
         note = f"killed run exit {code}; "
-    code = launch(nproc, "workflow_scripts.train", args, log, env=env)
+    if two_nodes:
+        code = launch_two_nodes("workflow_scripts.train", args, log)
+    else:
+        code = launch(nproc, "workflow_scripts.train", args, log, env=env)
     result = {"check": name, "gpus": nproc, "exit": code, "wall_s": round(time.time() - start, 1)}
     if code != 0:
         return {**result, "note": note + log.read_text()[-800:].replace("\n", " | ")}
@@ -117,6 +145,11 @@ def main() -> None:
         result = train(name, "demo_lora_cpu", [*lora, *extra], out, nproc=nproc, resume_from_kill=kill)
         reference = reference or (result if name == "lora_1gpu_megatron" and "losses" in result else None)
         if reference is not None and result is not reference:
+            compare(result, reference)
+        results.append(result)
+    if want("lora_2nodes"):
+        result = train("lora_2nodes_c10d", "demo_lora_cpu", lora, out, nproc=2, two_nodes=True)
+        if reference is not None:
             compare(result, reference)
         results.append(result)
 

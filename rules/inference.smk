@@ -18,11 +18,14 @@ rule generate:
         min_new_tokens=INFERENCE.get("min_new_tokens", 1),
         batch_size=INFERENCE.get("batch_size", 8),
         eos_token=INFERENCE.get("eos_token", "</s>"),
+        nproc=INFERENCE.get("nproc_per_node", 1),
+        tp=INFERENCE.get("tensor_parallel", 1),
     log:
         "logs/inference/generate.log",
     benchmark:
         "benchmarks/rules/generate.tsv"
-    # One thread: a demo-sized model's tiny matmuls run ~25x slower with 2 threads on a shared 2-core machine.
+    # One thread per process: a demo-sized model's tiny matmuls run ~25x slower with 2 threads on a shared 2-core
+    # machine; on GPUs the CPU threads only launch kernels. The processes are inference.nproc_per_node (one per GPU).
     threads: 1
     resources:
         mem_mb=4096,
@@ -30,7 +33,8 @@ rule generate:
     conda:
         "../envs/inference.yaml"
     shell:
-        "python -m workflow_scripts.generate --mcore {input.checkpoint} --samples {input.samples}"
+        "torchrun --standalone --nproc-per-node {params.nproc} -m workflow_scripts.generate --tp {params.tp}"
+        " --mcore {input.checkpoint} --samples {input.samples}"
         " --tokenizer {input.tokenizer} --eos-token '{params.eos_token}' --out {output.accuracy_log}"
         " --stats {output.stats} --max-new-tokens {params.max_new_tokens} --min-new-tokens {params.min_new_tokens}"
         " --batch-size {params.batch_size} --limit {params.samples} --threads {threads} > {log} 2>&1"

@@ -9,8 +9,10 @@ rule score_table:
         metrics=score_train_metrics,
         compliance=score_compliance,
     output:
-        csv=f"{SCORES_DIR}/scores.csv",
-        md=f"{SCORES_DIR}/scores.md",
+        csv=report(f"{SCORES_DIR}/scores.csv", caption="../report/scores.rst", category="Scores",
+                   labels={"workload": "all", "seed": "all", "figure": "score table (CSV)"}),
+        md=report(f"{SCORES_DIR}/scores.md", caption="../report/scores.rst", category="Scores",
+                  labels={"workload": "all", "seed": "all", "figure": "score table (Markdown)"}),
     log:
         "logs/scores/score_table.log",
     conda:

@@ -11,11 +11,17 @@ static text-generation controller does, a batch is prefilled up to its shortest 
 per step, feeding the prompt's own token where a longer prompt has not ended yet, so no padding and no masks are
 needed; finished samples are dropped from the batch and the cache. Each sample's output is its generated ids up to
 and including EOS, written as the LoadGen accuracy log (qsl_idx = row of the sample list).
+
+Under torchrun the W processes form W/tp data-parallel groups of `--tp` tensor-parallel ranks (gloo on CPU, NCCL on
+cuda:LOCAL_RANK); the batches are dealt to the groups (generate_shards.py) and global rank 0 alone writes the log:
+
+    torchrun --standalone --nproc-per-node 8 -m workflow_scripts.generate --tp 8 ...
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +32,7 @@ from .accuracy_log import DTYPE, write_accuracy_log
 from .atomic import write_json
 from .cli import run_main
 from .errors import PipelineInputError
+from .generate_shards import check_layout
 from .progress import Progress
 
 log = logging.getLogger("generate")
@@ -152,33 +159,69 @@ def length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def generate_all(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
-                 min_new_tokens: int = 1, batch_size: int = 8) -> list[list[int]]:
-    outputs: list[list[int]] = [[] for _ in prompts]
-    progress = Progress(log, "generate", total=len(prompts))
+def generate_rows(model, vocab_size: int, prompts: list[list[int]], batches: list[list[int]], max_new_tokens: int,
+                  eos_id: int, min_new_tokens: int = 1, what: str = "generate") -> dict[int, list[int]]:
+    """{row: generated ids} of the rows in `batches` (lists of row indices into prompts), one batch at a time."""
+    outputs: dict[int, list[int]] = {}
+    total = sum(len(rows) for rows in batches)
+    progress = Progress(log, what, total=total)
     done = tokens = 0
-    for rows in length_batches(prompts, batch_size):
+    for rows in batches:
         for row, ids in zip(rows, generate_batch(model, vocab_size, [prompts[r] for r in rows], max_new_tokens,
                                                  eos_id, min_new_tokens)):
             outputs[row] = ids
             tokens += len(ids)
         done += len(rows)
-        progress.update(done, force=done == len(prompts), samples=done, tokens=tokens)
+        progress.update(done, force=done == total, samples=done, tokens=tokens)
     return outputs
 
 
-def load_model(mcore_dir: Path | str):
-    """The converted checkpoint as an fp32 GPTModel (bf16 on GPU) with gathered logits, single process (TP 1)."""
+def generate_all(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
+                 min_new_tokens: int = 1, batch_size: int = 8) -> list[list[int]]:
+    outputs = generate_rows(model, vocab_size, prompts, length_batches(prompts, batch_size), max_new_tokens, eos_id,
+                            min_new_tokens)
+    return [outputs[row] for row in range(len(prompts))]
+
+
+def generate_sharded(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
+                     min_new_tokens: int = 1, batch_size: int = 8) -> tuple[list[list[int]] | None, dict[str, Any]]:
+    """This rank's data-parallel group generates its dealt batches; rank 0 gets every output in row order (others
+    None) and a summary of the layout. Every rank of the job calls this (collective)."""
+    from megatron.core import parallel_state as ps
+
+    from .generate_shards import deal_batches, gather_group, gather_outputs
+
+    group = gather_group()  # before generating: making a group is collective
+    dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+    tp_rank = ps.get_tensor_model_parallel_rank()
+    if tp_rank:
+        log.setLevel(logging.WARNING)  # the other TP ranks compute the same tokens: one progress line per group
+    mine = deal_batches(prompts, length_batches(prompts, batch_size), dp, max_new_tokens)[dp_rank]
+    start = time.perf_counter()
+    local = generate_rows(model, vocab_size, prompts, mine, max_new_tokens, eos_id, min_new_tokens,
+                          what=f"generate dp{dp_rank}/{dp}")
+    log.info("data-parallel group %d/%d: %d samples, %d tokens in %.1f s", dp_rank, dp, len(local),
+             sum(map(len, local.values())), time.perf_counter() - start)
+    outputs = gather_outputs(local, len(prompts), group, contribute=tp_rank == 0)
+    layout = {"tensor_parallel": ps.get_tensor_model_parallel_world_size(), "data_parallel": dp,
+              "world_size": torch.distributed.get_world_size()}
+    return outputs, layout
+
+
+def load_model(mcore_dir: Path | str, tp: int = 1):
+    """The converted checkpoint as an fp32 GPTModel (bf16 on cuda:LOCAL_RANK) with gathered logits, this rank's TP shard
+    (torch.distributed is set up here: torchrun's processes, or one process; dist checkpointing reshards)."""
     from .llama_model import init_parallel
     from .verify_conversion import load_mcore_model
 
     if not Path(mcore_dir).is_dir():
         raise PipelineInputError(f"{mcore_dir}: megatron-core checkpoint folder missing")
-    init_parallel(1, 1)
-    model, cfg = load_mcore_model(mcore_dir)
+    init_parallel(tp, 1)
     if torch.cuda.is_available():
-        model = model.to(device="cuda", dtype=torch.bfloat16)
-    return model, cfg
+        # Built in bf16 on this rank's GPU: an fp32 70B shard at TP 8 (35 GB) plus its load would crowd an 80 GB H100.
+        model, cfg = load_mcore_model(mcore_dir, params_dtype=torch.bfloat16)
+        return model.to(device="cuda", dtype=torch.bfloat16), cfg
+    return load_mcore_model(mcore_dir)
 
 
 def eos_token_id(tokenizer: Path | str, eos_token: str) -> int:
@@ -190,7 +233,15 @@ def eos_token_id(tokenizer: Path | str, eos_token: str) -> int:
     return eos
 
 
-def _parser() -> argparse.ArgumentParser:
+def _model_config(mcore_dir: Path):
+    from .convert import read_model_config
+
+    if not mcore_dir.is_dir():
+        raise PipelineInputError(f"{mcore_dir}: megatron-core checkpoint folder missing")
+    return read_model_config(mcore_dir)[0]
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workflow_scripts.generate", description=__doc__.split("\n")[0])
     p.add_argument("--mcore", required=True, type=Path, help="converted megatron-core checkpoint folder")
     p.add_argument("--samples", required=True, type=Path, help="sampled OpenOrca .pkl/.parquet (column tok_input)")
@@ -202,14 +253,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-new-tokens", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=0, help="only the first N samples (0 = all)")
+    p.add_argument("--tp", type=int, default=1, help="tensor parallel size (torchrun world size / tp = data parallel)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     return p
 
 
-def _body(argv: Sequence[str] | None) -> int:
-    from .llama_model import shutdown_parallel
-
-    args = _parser().parse_args(argv)
+def generate_files(args: argparse.Namespace) -> None:
+    """The whole run for parsed arguments; on global rank 0 it writes --out and --stats. torch.distributed stays up
+    afterwards (the caller shuts it down), so one torchrun job may call this more than once."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
@@ -218,19 +269,20 @@ def _body(argv: Sequence[str] | None) -> int:
     if args.limit:
         prompts = prompts[: args.limit]
     eos = eos_token_id(args.tokenizer, args.eos_token)
-    try:
-        model, cfg = load_model(args.mcore)
-        longest = max(len(p) for p in prompts) + args.max_new_tokens
-        if longest > cfg.max_position_embeddings:
-            log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
-        start = time.perf_counter()
-        outputs = generate_all(model, cfg.vocab_size, prompts, args.max_new_tokens, eos, args.min_new_tokens,
-                               args.batch_size)
-        seconds = time.perf_counter() - start
-    finally:
-        shutdown_parallel()
+    check_layout(int(os.environ.get("WORLD_SIZE", 1)), args.tp, _model_config(args.mcore))  # before any loading
+    model, cfg = load_model(args.mcore, args.tp)
+    longest = max(len(p) for p in prompts) + args.max_new_tokens
+    if longest > cfg.max_position_embeddings:
+        log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
+    start = time.perf_counter()
+    outputs, layout = generate_sharded(model, cfg.vocab_size, prompts, args.max_new_tokens, eos, args.min_new_tokens,
+                                       args.batch_size)
+    seconds = time.perf_counter() - start
+    if outputs is None:
+        return  # not global rank 0: its outputs went to rank 0, which writes the log
     generated = sum(len(o) for o in outputs)
     stats: dict[str, Any] = {
+        **layout,
         "samples": len(prompts), "generated_tokens": generated, "seconds": round(seconds, 3),
         "tokens_per_second": round(generated / seconds, 2) if seconds else None,
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
@@ -240,6 +292,16 @@ def _body(argv: Sequence[str] | None) -> int:
     write_accuracy_log(args.out, enumerate(outputs))
     write_json(args.stats, stats)
     log.info("generated %d tokens for %d samples in %.1f s", generated, len(prompts), seconds)
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    from .llama_model import shutdown_parallel
+
+    args = parser().parse_args(argv)
+    try:
+        generate_files(args)
+    finally:
+        shutdown_parallel()
     return 0
 
 

@@ -278,6 +278,8 @@ def build_gpt_model(cfg: LlamaConfig, spec: str = "local", params_dtype: torch.d
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     cfg.check_parallel(tp, pp)
+    if spec == "local":  # the local attention's fused softmax needs Megatron-LM's compiled kernel (not in the wheel)
+        config_overrides.setdefault("masked_softmax_fusion", False)
     model = GPTModel(
         config=transformer_config(cfg, tp, pp, params_dtype, **config_overrides),
         transformer_layer_spec=layer_spec(spec),

@@ -53,7 +53,8 @@ class MegatronOptimizer:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
+        with torch.no_grad():  # fp32 training: the main params are the (grad-requiring) model params themselves
+            self.optimizer.load_state_dict(state)
 
     def save_sharded(self, folder: Path) -> None:
         """Collective over data parallel: DP rank 0 of each (TP, PP) position writes the gathered Adam state."""
@@ -62,7 +63,8 @@ class MegatronOptimizer:
 
     def load_sharded(self, folder: Path) -> None:
         if self.distributed:
-            self.optimizer.load_parameter_state(str(folder / _sharded_name()))
+            with torch.no_grad():
+                self.optimizer.load_parameter_state(str(folder / _sharded_name()))
 
 
 def _sharded_name() -> str:

@@ -1,0 +1,162 @@
+# Figures of the Snakemake report (`snakemake --report report.html`): loss and throughput of every training run,
+# conversion parity, data statistics and rule benchmarks; the score table is flagged in rules/scores.smk.
+# Included last: the benchmark figure reads the `benchmark:` files of every stage included before it.
+REPORT_FIGURES = [
+    *report_run_plots(),
+    f"{REPORT_DIR}/convert/parity.svg",
+    f"{REPORT_DIR}/data/statistics.svg",
+    f"{REPORT_DIR}/data/statistics.csv",
+    f"{REPORT_DIR}/benchmarks/rules.svg",
+    f"{REPORT_DIR}/scores/scores.html",
+]
+ALL_TARGETS.extend(REPORT_FIGURES)
+
+
+# `snakemake report_figures`: the figures only (then `snakemake --report report.html`).
+rule report_figures:
+    input:
+        REPORT_FIGURES,
+
+
+rule plot_train_loss:
+    input:
+        steps=report_run_file("steps.csv"),
+        evals=report_run_file("eval.csv"),
+        metrics=report_run_file("metrics.json"),
+    output:
+        report(
+            f"{REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/loss.svg",
+            caption="../report/loss.rst",
+            category="Training",
+            subcategory="{report_workload}",
+            labels={"workload": "{report_workload}", "seed": "{seed}", "figure": "loss curve"},
+        ),
+    log:
+        "logs/report/loss_{report_workload}_seed{seed}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m workflow_scripts.report_plots loss --steps {input.steps} --evals {input.evals}"
+        " --metrics {input.metrics} --out {output} > {log} 2>&1"
+
+
+rule plot_train_throughput:
+    input:
+        steps=report_run_file("steps.csv"),
+        metrics=report_run_file("metrics.json"),
+    output:
+        report(
+            f"{REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/throughput.svg",
+            caption="../report/throughput.rst",
+            category="Training",
+            subcategory="{report_workload}",
+            labels={"workload": "{report_workload}", "seed": "{seed}", "figure": "throughput"},
+        ),
+    log:
+        "logs/report/throughput_{report_workload}_seed{seed}.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m workflow_scripts.report_plots throughput --steps {input.steps} --metrics {input.metrics}"
+        " --out {output} > {log} 2>&1"
+
+
+rule plot_conversion_parity:
+    input:
+        CONVERT_PARITY,
+    output:
+        report(
+            f"{REPORT_DIR}/convert/parity.svg",
+            caption="../report/parity.rst",
+            category="Conversion",
+            labels={"workload": "conversion", "seed": report_demo_seed(), "figure": "logits parity"},
+        ),
+    log:
+        "logs/report/parity.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m workflow_scripts.report_plots parity --parity {input} --out {output} > {log} 2>&1"
+
+
+rule plot_data_statistics:
+    input:
+        unpack(report_data_stats_inputs),
+    output:
+        svg=report(
+            f"{REPORT_DIR}/data/statistics.svg",
+            caption="../report/data_statistics.rst",
+            category="Data",
+            labels={"workload": "all", "seed": "-", "figure": "data statistics"},
+        ),
+        csv=report(
+            f"{REPORT_DIR}/data/statistics.csv",
+            caption="../report/data_statistics.rst",
+            category="Data",
+            labels={"workload": "all", "seed": "-", "figure": "data statistics (CSV)"},
+        ),
+    log:
+        "logs/report/data_statistics.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m workflow_scripts.report_plots data-stats --c4 {input.c4} --govreport {input.govreport}"
+        " --govreport-packed {input.govreport_packed} --ultrachat {input.ultrachat} --openorca {input.openorca}"
+        " --out {output.svg} --out-csv {output.csv} > {log} 2>&1"
+
+
+rule plot_rule_benchmarks:
+    input:
+        REPORT_UPSTREAM,
+    output:
+        report(
+            f"{REPORT_DIR}/benchmarks/rules.svg",
+            caption="../report/benchmarks.rst",
+            category="Benchmarks",
+            labels={"workload": "all", "seed": "-", "figure": "rule benchmarks"},
+        ),
+    params:
+        folder="benchmarks/rules",
+    log:
+        "logs/report/benchmarks.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m workflow_scripts.report_plots benchmarks --dir {params.folder} --out {output} > {log} 2>&1"
+
+
+rule score_table_html:
+    input:
+        f"{SCORES_DIR}/scores.csv",
+    output:
+        report(
+            f"{REPORT_DIR}/scores/scores.html",
+            caption="../report/scores.rst",
+            category="Scores",
+            labels={"workload": "all", "seed": "all", "figure": "score table"},
+        ),
+    log:
+        "logs/report/score_table_html.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../envs/report.yaml"
+    shell:
+        "python -m workflow_scripts.report_plots table-html --csv {input} --title 'Score table' --out {output}"
+        " > {log} 2>&1"
