@@ -43,6 +43,7 @@ def uninterrupted(setup):
 def test_outputs_and_protocol(uninterrupted):
     metrics = json.loads((uninterrupted / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["samples"] == 24 and metrics["status"] == "aborted"  # target 0 unreachable
+    assert metrics["parallel"] == {"tensor": 1, "pipeline": 1, "data": 1, "optimizer": "torch"}  # CPU: torch AdamW
     assert [e["samples_count"] for e in metrics["evals"]] == [8, 16, 24]  # every 8 samples, none skipped
     assert (uninterrupted / "adapter" / "adapter_model.safetensors").is_file()
     config = json.loads((uninterrupted / "resolved_config.json").read_text())

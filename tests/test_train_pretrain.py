@@ -97,5 +97,6 @@ def test_pp2_pretraining_equals_pp1_and_its_model_exports_the_same(tokenized, tm
     assert len(evals[0]) == 2 and all(abs(a["eval_loss"] - b["eval_loss"]) < 1e-5 for a, b in zip(*evals))
     assert json.loads((tmp_path / "pp2" / "checkpoint" / "model_config.json").read_text())[
         "pipeline_model_parallel_size"] == 2
+    assert json.loads((tmp_path / "pp2" / "metrics.json").read_text())["parallel"]["pipeline"] == 2
     hf1, hf2 = (load_file(next((tmp_path / f"{run}_hf").glob("*.safetensors"))) for run in ("pp1", "pp2"))
     assert hf1.keys() == hf2.keys() and max(float((hf1[k] - hf2[k]).abs().max()) for k in hf1) < 1e-5

@@ -470,6 +470,8 @@ class Trainer:
             "target": cfg.target if cfg.workload != "sft" else None,
             "evals": evals,
             "mfu": self._mfu(tokens_per_s),
+            "parallel": {"tensor": cfg.tensor_parallel, "pipeline": self.pp, "data": self.dp,
+                         "optimizer": "megatron" if self.megatron_optimizer else "torch"},
         }
         write_json(self.out / "metrics.json", metrics)
 
@@ -550,6 +552,8 @@ def _body(argv: Sequence[str] | None) -> int:
         def on_signal(signum, _frame):
             trainer.stop_signal = signum
 
+        if trainer.full_model:  # megatron dist checkpoints: their writer's helper must outlive Slurm's signals
+            train_checkpoint.spawn_writer_helper_ignoring((signal.SIGTERM, signal.SIGUSR1))
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGUSR1, on_signal)
         return trainer.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,22 @@ def newest_complete(ckpt_dir: str | Path) -> Path | None:
     steps = sorted(ckpt_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if ckpt_dir.is_dir() else []
     complete = [p for p in steps if (p / COMPLETE).is_file()]
     return complete[-1] if complete else None
+
+
+def spawn_writer_helper_ignoring(signals: tuple[int, ...]) -> None:
+    """Start megatron's checkpoint-writer helper now, with `signals` ignored. dist_checkpointing.save hands its results
+    to a process it *spawns* at the first save and keeps for the process's life; exec resets signals that have a
+    handler (the trainer's) to their default, while ignored ones stay ignored. Slurm's walltime signal and scancel's
+    SIGTERM reach every process of the job step: a helper spawned later died of them, and the save that the signal
+    asked for failed with BrokenPipeError (seen through Slurm, tests/test_slurm_resume.py)."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        filesystem_async._get_write_results_queue()  # private, but the only handle on that helper
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def rng_state() -> dict[str, Any]:
