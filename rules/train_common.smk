@@ -1,5 +1,15 @@
 # Paths, configs and launchers of the training stage (rules/train.smk).
+import signal
+
 import yaml
+
+# Walltime signal (profiles/slurm: --signal=USR1@600, no "B:"): Slurm sends it to every process of the job's steps.
+# Tested on Slurm 22.05 (tests/test_slurm_resume.py): USR1's default action kills the step's snakemake, bash and
+# torchrun at once; the step then ends (a cgroup cluster kills the trainer mid-save) and the job fails before the
+# checkpoint is complete. So snakemake ignores USR1 here; SIG_IGN is inherited across fork and exec by the rule's
+# shell and torchrun, and only the trainer installs a handler (save, exit 75, the retry resumes). Ranks that srun
+# starts on other nodes inherit nothing: the multi-node launcher ignores USR1 itself (train_launcher).
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 TRAIN_DIR = "results/train"
 TRAIN_FILES = ("metrics.json", "mlperf_log.txt", "steps.csv", "eval.csv", "resolved_config.json")
@@ -98,12 +108,16 @@ def train_launcher(workload):
     if nodes == 1:
         return f"torchrun --standalone --nproc-per-node {nproc}"
     head = "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)"
-    return (f"srun --nodes {nodes} --ntasks-per-node 1 torchrun --nnodes {nodes} --nproc-per-node {nproc}"
-            f" --rdzv-backend c10d --rdzv-endpoint {head}:29500 --rdzv-id $SLURM_JOB_ID")
+    ignore_usr1 = """sh -c 'trap "" USR1; exec "$@"' sh"""  # see the signal note at the top of this file
+    return (f"srun --nodes {nodes} --ntasks-per-node 1 {ignore_usr1} torchrun --nnodes {nodes}"
+            f" --nproc-per-node {nproc} --rdzv-backend c10d --rdzv-endpoint {head}:29500 --rdzv-id $SLURM_JOB_ID")
 
 
 def train_mpi(workload):
-    return "srun" if train_nodes(workload) > 1 else ""
+    """Several nodes: "srun" (the rule's shell calls srun itself). One node: no mpi resource at all (None drops it; ""
+    would not), so the Slurm job step plugin runs the job in an `srun -n1` step, which --signal reaches: a job
+    without steps never gets the walltime signal."""
+    return "srun" if train_nodes(workload) > 1 else None
 
 
 def lora_launcher(wildcards=None):
