@@ -109,7 +109,10 @@ def train_launcher(workload):
         return f"torchrun --standalone --nproc-per-node {nproc}"
     head = "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1)"
     ignore_usr1 = """sh -c 'trap "" USR1; exec "$@"' sh"""  # see the signal note at the top of this file
-    return (f"srun --nodes {nodes} --ntasks-per-node 1 {ignore_usr1} torchrun --nnodes {nodes}"
+    # Site options of this srun, e.g. enroot/pyxis: --container-image=IMG.sqsh --container-mounts=/lustre:/lustre
+    extra = config["train"][workload].get("srun_extra", "")
+    extra = f"{extra} " if extra else ""
+    return (f"srun --nodes {nodes} --ntasks-per-node 1 {extra}{ignore_usr1} torchrun --nnodes {nodes}"
             f" --nproc-per-node {nproc} --rdzv-backend c10d --rdzv-endpoint {head}:29500 --rdzv-id $SLURM_JOB_ID")
 
 

@@ -82,7 +82,9 @@ def test_pretrain_plan_matches_hand_computation(workflow_copy, tmp_path):
     tok = tmp_path / "mixtral"
     tok.mkdir()
     (tok / "tokenizer.json").touch()
-    override = _write(tmp_path / "site.yaml", {"c4": {"raw_dir": str(raw), "tokenizer": str(tok)}})
+    container = "--container-image=/images/llm.sqsh --container-mounts=/lustre:/lustre"
+    override = _write(tmp_path / "site.yaml", {"c4": {"raw_dir": str(raw), "tokenizer": str(tok)},
+                                               "train": {"pretrain": {"srun_extra": container}}})
     start = time.monotonic()
     table, rows, totals = plan.make_plan(workflow_copy, ["configs/llama31_405b_pretrain.yaml", override],
                                          "profiles/slurm", targets=["results/train/pretrain/seed1/metrics.json",
@@ -99,6 +101,12 @@ def test_pretrain_plan_matches_hand_computation(workflow_copy, tmp_path):
     assert {r["partition"] for r in rows if r["rule"] != "train_pretrain"} == {"cpu"}
     train = _rows(rows, "train_pretrain")
     assert {(r["partition"], r["nodes"], r["gpus_per_node"], r["runtime_min"]) for r in train} == {("h100", 288, 8, 720)}
+    # One torchrun per node through the rule's own srun (with the site's container options), c10d on the first node.
+    launch = (f"srun --nodes 288 --ntasks-per-node 1 {container} sh -c 'trap \"\" USR1; exec \"$@\"' sh torchrun "
+              "--nnodes 288 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint "
+              "$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):29500 --rdzv-id $SLURM_JOB_ID "
+              "-m workflow_scripts.train --recipe llama31_405b_pretrain_2304xh100_bf16")
+    assert all(r["shell"].startswith(launch) for r in train), train[0]["shell"]
 
     # 405B with the Mixtral vocabulary: 126 layers of q, o (16384^2), k, v (16384 x 8 groups x 128), gate/up/down
     # (16384 x 53248), two norms; untied 32768-row embedding and output; final norm. Tokens: RCP mean 313,344 samples

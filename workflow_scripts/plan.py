@@ -256,7 +256,8 @@ def plan_rows(jobs: Sequence[Job], config: dict[str, Any]) -> tuple[list[dict[st
         gpus = nodes * per_node
         row = dict(rule=job.rule, wildcards=job.wildcards,
                    partition="local" if local else job.resources.get("slurm_partition", "-"),
-                   nodes=nodes, gpus_per_node=per_node, runtime_min=0 if local else minutes, estimate=est)
+                   nodes=nodes, gpus_per_node=per_node, runtime_min=0 if local else minutes, estimate=est,
+                   shell=job.shell)
         if est is not None:
             row["wall_hours"] = est.gpu_hours / gpus if gpus else None
             totals["train_gpu_hours"] += est.gpu_hours
