@@ -30,6 +30,7 @@ from .progress import Progress
 from .schedules import EvalSchedule, cosine_lr, cosine_with_linear_warmup
 from .train_config import TrainConfig, build_config
 from .train_data import GPTBatches, load_packed, sample_order
+from .train_loss import eval_sums, logits_losses, masked_mean, model_output
 
 log = logging.getLogger("train")
 EXIT_PREEMPTED = 75  # the job saved a checkpoint on a signal; the rule's retry resumes it
@@ -110,30 +111,6 @@ def resize_vocabulary(model, model_cfg, vocab_size: int, cfg: TrainConfig, dtype
     return bigger, new_cfg
 
 
-def token_losses(model, tokens: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Per-token cross-entropy [b, s] over the real vocabulary (megatron's padding rows are excluded)."""
-    from .megatron_cpu_compat import causal_attention_mask
-
-    b, s = tokens.shape
-    positions = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
-    # The local spec needs an explicit causal mask (its default is built on "cuda"); TE's attention is causal itself.
-    mask = None if tokens.is_cuda else causal_attention_mask(s)
-    return logits_losses(model(tokens, positions, mask), targets, vocab_size)
-
-
-def logits_losses(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Per-token cross-entropy [b, s] from this rank's vocab-parallel logits [b, s, V/tp]."""
-    from megatron.core import parallel_state, tensor_parallel
-
-    logits = logits.float()
-    per_rank = logits.shape[-1]
-    start = parallel_state.get_tensor_model_parallel_rank() * per_rank
-    if start + per_rank > vocab_size:  # padded vocabulary rows would add to the softmax's denominator
-        pad = torch.arange(start, start + per_rank, device=logits.device) >= vocab_size
-        logits = logits.masked_fill(pad, -1e9)
-    return tensor_parallel.vocab_parallel_cross_entropy(logits, targets)
-
-
 # ---- the run -------------------------------------------------------------------------------------------------------
 
 class Trainer:
@@ -212,8 +189,12 @@ class Trainer:
         torch.distributed.all_reduce(t, group=parallel_state.get_pipeline_model_parallel_group())
         return int(t)
 
-    def _token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return logits_losses(logits, targets, self.model_cfg.vocab_size)
+    def _batch_loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        return masked_mean(logits_losses(logits, batch.targets, self.model_cfg.vocab_size), batch.loss_mask)
+
+    def _batch_eval_sums(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        return eval_sums(logits_losses(logits, batch.targets, self.model_cfg.vocab_size), batch.loss_mask,
+                         per_row=self.cfg.workload != "pretrain")
 
     # schedule
     def lr_at(self, step: int) -> float:
@@ -236,12 +217,11 @@ class Trainer:
             from .train_pipeline import train_microbatches
 
             total, tokens = train_microbatches(self.model, self.micro_batches(step), self.device, self.cfg.seq_length,
-                                               self._token_loss)
+                                               self._batch_loss)
         else:
             for batch in self.micro_batches(step):
                 batch = batch.to(self.device)
-                losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size)
-                loss = (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
+                loss = self._batch_loss(model_output(self.model, batch.tokens), batch)
                 (loss / self.accum).backward()
                 total += loss.item() / self.accum
                 tokens += batch.tokens.numel()
@@ -271,27 +251,18 @@ class Trainer:
         self.model.eval()
         rows = list(range(self.dp_rank, self.valid_count, self.dp))
         chunks = [rows[i : i + self.cfg.micro_batch_size] for i in range(0, len(rows), self.cfg.micro_batch_size)]
-        batches = (self.valid_rows.batch(idx) if self.train_rows is not None else self.gpt.valid_batch(idx)
-                   for idx in chunks)
+        batches = [self.valid_rows.batch(idx) if self.train_rows is not None else self.gpt.valid_batch(idx)
+                   for idx in chunks]
         if self.pp > 1:
-            from .train_pipeline import eval_sums
+            from .train_pipeline import eval_microbatches
 
-            per_row_sum = eval_sums(self.model, list(batches), self.device, self.cfg.seq_length, self._token_loss,
-                                    per_row=self.cfg.workload != "pretrain").cpu()
-            batches = iter(())
+            per_row_sum = eval_microbatches(self.model, batches, self.device, self.cfg.seq_length,
+                                            self._batch_eval_sums).cpu()
         else:
             per_row_sum = torch.zeros(2, dtype=torch.float64)  # (sum of row means or token NLLs, count)
-        for batch in batches:
-            batch = batch.to(self.device)
-            losses = token_losses(self.model, batch.tokens, batch.targets, self.model_cfg.vocab_size).double()
-            losses, mask = losses.cpu(), batch.loss_mask.double().cpu()
-            if self.cfg.workload == "pretrain":  # token mean over everything the mask counts
-                per_row_sum += torch.tensor([(losses * mask).sum().item(), mask.sum().item()], dtype=torch.float64)
-            else:
-                counted = mask.sum(dim=1)
-                keep = counted > 0
-                row_means = (losses * mask).sum(dim=1)[keep] / counted[keep]
-                per_row_sum += torch.tensor([row_means.sum().item(), float(keep.sum())], dtype=torch.float64)
+            for batch in batches:
+                batch = batch.to(self.device)
+                per_row_sum += self._batch_eval_sums(model_output(self.model, batch.tokens), batch)
         if self.dp > 1:
             from megatron.core import parallel_state
 

@@ -16,16 +16,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from .train_data import Batch
-
-
-def _stage_forward(model, batch: Batch) -> torch.Tensor:
-    """Logits [b, s, V/tp] on the last stage, hidden states [s, b, h] elsewhere (the input comes from the schedule)."""
-    from .megatron_cpu_compat import causal_attention_mask
-
-    b, s = batch.tokens.shape
-    positions = torch.arange(s, device=batch.tokens.device).unsqueeze(0).expand(b, s)
-    mask = None if batch.tokens.is_cuda else causal_attention_mask(s)
-    return model(batch.tokens, positions, mask)
+from .train_loss import model_output
 
 
 def _pipeline_sum(value: torch.Tensor) -> torch.Tensor:
@@ -41,9 +32,8 @@ def _run_schedule(model, batches: list[Batch], device: torch.device, seq_length:
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     def forward_step(data_iterator: Iterator[Batch], stage_model):
-        batch = next(data_iterator).to(device)
-        output = _stage_forward(stage_model, batch)
-        return output, lambda out: loss_of(out, batch)
+        batch = next(data_iterator).to(device)  # the schedule gives non-first stages their input itself
+        return model_output(stage_model, batch.tokens), lambda out: loss_of(out, batch)
 
     return get_forward_backward_func()(
         forward_step_func=forward_step, data_iterator=iter(batches), model=[model], num_microbatches=len(batches),
@@ -51,13 +41,13 @@ def _run_schedule(model, batches: list[Batch], device: torch.device, seq_length:
 
 
 def train_microbatches(model, batches: Iterable[Batch], device: torch.device, seq_length: int,
-                       token_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, int]:
-    """Forward and backward of one optimizer step's micro-batches; returns (mean loss, tokens) on every stage."""
+                       batch_loss: Callable[[torch.Tensor, Batch], torch.Tensor]) -> tuple[float, int]:
+    """Forward and backward of one optimizer step's micro-batches; returns (mean loss, tokens) on every stage.
+    `batch_loss(logits, batch)` is the loss of one micro-batch (the trainer's masked mean)."""
     batches = list(batches)
 
     def loss_of(logits: torch.Tensor, batch: Batch):
-        losses = token_loss(logits, batch.targets)
-        loss = (losses * batch.loss_mask).sum() / batch.loss_mask.sum().clamp(min=1)
+        loss = batch_loss(logits, batch)
         return loss, {"loss": loss.detach().clone()}  # the schedule divides `loss` in place
 
     stored = _run_schedule(model, batches, device, seq_length, loss_of, forward_only=False)
@@ -68,22 +58,15 @@ def train_microbatches(model, batches: Iterable[Batch], device: torch.device, se
 
 
 @torch.no_grad()
-def eval_sums(model, batches: list[Batch], device: torch.device, seq_length: int,
-              token_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], per_row: bool) -> torch.Tensor:
-    """(sum, count) of the evaluation metric over `batches` on every stage: per-row answer means (LoRA) or token NLLs
-    (pretraining), as Trainer.evaluate computes them without pipelining. Batches of one size per schedule call (the
-    schedule sends fixed-shape activations), so a short last batch gets its own call."""
+def eval_microbatches(model, batches: list[Batch], device: torch.device, seq_length: int,
+                      batch_sums: Callable[[torch.Tensor, Batch], torch.Tensor]) -> torch.Tensor:
+    """(sum, count) of the evaluation metric over `batches` on every stage, `batch_sums(logits, batch)` giving one
+    batch's (the trainer's, as without pipelining). Batches of one size per schedule call (the schedule sends
+    fixed-shape activations), so a short last batch gets its own call."""
     sums = torch.zeros(2, dtype=torch.float64, device=device)
 
     def loss_of(logits: torch.Tensor, batch: Batch):
-        losses, mask = token_loss(logits, batch.targets).double(), batch.loss_mask.double()
-        if per_row:
-            counted = mask.sum(dim=1)
-            keep = counted > 0
-            part = torch.stack([((losses * mask).sum(dim=1)[keep] / counted[keep]).sum(), keep.sum().double()])
-        else:
-            part = torch.stack([(losses * mask).sum(), mask.sum()])
-        return losses.sum() * 0, {"sums": part}
+        return logits.sum() * 0, {"sums": batch_sums(logits, batch)}
 
     groups: dict[int, list[Batch]] = {}
     for batch in batches:
