@@ -1,4 +1,5 @@
-"""MLPerf Inference accuracy log (mlperf_log_accuracy.json): [{"seq_id", "qsl_idx", "data": hex of the ids}, ...]."""
+"""MLPerf Inference accuracy log (mlperf_log_accuracy.json): [{"seq_id", "qsl_idx", "data": hex of the ids}, ...],
+and the sample list (QSL) it indexes: generation reads its prompts, scoring its reference answers."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,19 @@ from .atomic import atomic_open
 from .errors import PipelineInputError
 
 DTYPE = "int32"  # the reference README evaluates with --dtype int32
+
+
+def read_sample_column(samples: Path | str, column: str) -> list:
+    """One column of the sampled evaluation set (.pkl as processorca.py writes it, or .parquet), in qsl_idx order."""
+    import pandas as pd
+
+    samples = Path(samples)
+    if not samples.is_file():
+        raise PipelineInputError(f"{samples}: sample list missing")
+    frame = pd.read_pickle(samples) if samples.suffix == ".pkl" else pd.read_parquet(samples)
+    if column not in frame.columns:
+        raise PipelineInputError(f"{samples}: no {column!r} column (columns: {', '.join(map(str, frame.columns))})")
+    return frame[column].tolist()
 
 
 def write_accuracy_log(path: Path | str, outputs: Iterable[tuple[int, Sequence[int]]],

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .accuracy_log import DTYPE, write_accuracy_log
+from .accuracy_log import DTYPE, read_sample_column, write_accuracy_log
 from .atomic import write_json
 from .cli import run_main
 from .errors import PipelineInputError
@@ -40,15 +40,7 @@ log = logging.getLogger("generate")
 
 def read_prompts(samples: Path | str) -> list[list[int]]:
     """tok_input of every row of the sampled evaluation set (.pkl as processorca.py writes it, or .parquet)."""
-    import pandas as pd
-
-    samples = Path(samples)
-    if not samples.is_file():
-        raise PipelineInputError(f"{samples}: sample list missing")
-    frame = pd.read_pickle(samples) if samples.suffix == ".pkl" else pd.read_parquet(samples)
-    if "tok_input" not in frame.columns:
-        raise PipelineInputError(f"{samples}: no 'tok_input' column")
-    prompts = [[int(t) for t in ids] for ids in frame["tok_input"]]
+    prompts = [[int(t) for t in ids] for ids in read_sample_column(samples, "tok_input")]
     for row, ids in enumerate(prompts):
         if not ids:
             raise PipelineInputError(f"{samples}: row {row}: empty tok_input")

@@ -3,27 +3,19 @@ file fails with its name, line and column instead of a matplotlib traceback."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import PipelineInputError
+from .json_input import read_json_object
 
 NOT_MEASURED = ("", "NA")
 
 
 def read_json(path: Path | str, required: Sequence[str] = ()) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineInputError(f"{path}: file missing")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PipelineInputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno})") from None
-    if not isinstance(data, dict):
-        raise PipelineInputError(f"{path}: expected a JSON object")
+    data = read_json_object(path)
     missing = [k for k in required if k not in data]
     if missing:
         raise PipelineInputError(f"{path}: lacks key(s) {', '.join(missing)}")

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .accuracy_log import DTYPE, read_accuracy_log
+from .accuracy_log import DTYPE, read_accuracy_log, read_sample_column
 from .atomic import write_json
 from .cli import run_main
 from .errors import PipelineInputError
@@ -38,15 +38,7 @@ TOKENS_PER_SAMPLE_BOUNDS = (0.9, 1.1)
 
 def read_targets(samples: Path | str) -> list[str]:
     """The reference answers (`output` column) of the sampled evaluation set, in qsl_idx order."""
-    import pandas as pd
-
-    samples = Path(samples)
-    if not samples.is_file():
-        raise PipelineInputError(f"{samples}: sample list missing")
-    frame = pd.read_pickle(samples) if samples.suffix == ".pkl" else pd.read_parquet(samples)
-    if "output" not in frame.columns:
-        raise PipelineInputError(f"{samples}: no 'output' column (columns: {', '.join(map(str, frame.columns))})")
-    return [str(x) for x in frame["output"].tolist()]
+    return [str(x) for x in read_sample_column(samples, "output")]
 
 
 def ordered_predictions(generated: dict[int, list[int]], n_samples: int, log_path: Path | str) -> list[list[int]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Sequence
 from .atomic import atomic_open
 from .cli import run_main
 from .errors import PipelineInputError
+from .json_input import read_json_object
 
 COLUMNS = ("workload", "metric", "value", "target", "passed", "runs", "seeds", "time_to_train_s", "aggregation",
            "throughput", "throughput_unit", "reference_throughput", "compliance", "note")
@@ -47,13 +47,7 @@ def olympic_mean(values: Sequence[float]) -> tuple[float, str]:
 
 
 def read_json(path: Path | str, what: str, required: Sequence[str]) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineInputError(f"{path}: {what} missing")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PipelineInputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno})") from None
+    data = read_json_object(path, what)
     missing = [k for k in required if k not in data]
     if missing:
         raise PipelineInputError(f"{path}: {what} lacks {', '.join(missing)}")
