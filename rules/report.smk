@@ -20,9 +20,9 @@ rule report_figures:
 
 rule plot_train_loss:
     input:
-        steps=report_run_file("steps.csv"),
-        evals=report_run_file("eval.csv"),
-        metrics=report_run_file("metrics.json"),
+        steps=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/steps.csv",
+        evals=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/eval.csv",
+        metrics=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/metrics.json",
     output:
         report(
             f"{REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/loss.svg",
@@ -45,8 +45,8 @@ rule plot_train_loss:
 
 rule plot_train_throughput:
     input:
-        steps=report_run_file("steps.csv"),
-        metrics=report_run_file("metrics.json"),
+        steps=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/steps.csv",
+        metrics=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/metrics.json",
     output:
         report(
             f"{REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/throughput.svg",

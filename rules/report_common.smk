@@ -20,15 +20,6 @@ def report_run_plots():
     ]
 
 
-def report_run_file(name):
-    """Input function for one file of the training run named by the wildcards (results/train/<w>/seed<N>/name)."""
-
-    def run_file(wildcards):
-        return f"{TRAIN_DIR}/{wildcards.report_workload}/seed{wildcards.seed}/{name}"
-
-    return run_file
-
-
 def report_data_stats_inputs(wildcards=None):
     """Stats JSONs of every prepared data set; GovReport's packing stats only where this workflow packed it."""
     inputs = {
