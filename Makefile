@@ -1,9 +1,12 @@
-# Two entry points for a fresh machine (see README):  `make demo`  and  `make test`.
+# Entry points (see README): `make demo` and `make test` on a fresh machine; `make test-fast` while changing code.
+# Every target uses .venv's own programs by path, so nothing needs activating and the machine's `python` may come
+# first on PATH: the Snakefile puts the folder of the Python that runs Snakemake first on its jobs' PATH.
 PY      ?= python3
 VENV    := .venv
 STAMP   := $(VENV)/.installed
+PYTEST  := $(VENV)/bin/pytest
 
-.PHONY: demo test install
+.PHONY: demo test test-fast install
 
 install: $(STAMP)
 
@@ -15,8 +18,14 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The whole workflow on the embedded demo (generated data, a tiny Llama, CPU).
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores all
 
+# The full suite: unit tests, whole-DAG runs, the real test Slurm (CI runs this after `make demo`).
 test: $(STAMP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest
+	$(PYTEST)
+
+# Unit behaviour of every stage, no whole-DAG run and no Slurm: minutes.
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"

@@ -11,7 +11,7 @@ rule c4_consolidate_train:
     log:
         "logs/c4/consolidate_train_{group}.log",
     benchmark:
-        "benchmarks/rules/c4_consolidate_train_{group}.tsv"
+        rule_benchmark("c4_consolidate_train_{group}.tsv")
     resources:
         mem_mb=1000,
         runtime=120,
@@ -31,7 +31,7 @@ rule c4_consolidate_validation:
     log:
         "logs/c4/consolidate_validation_{docs}.log",
     benchmark:
-        "benchmarks/rules/c4_consolidate_validation_{docs}.tsv"
+        rule_benchmark("c4_consolidate_validation_{docs}.tsv")
     resources:
         mem_mb=1000,
         runtime=60,

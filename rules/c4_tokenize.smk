@@ -30,7 +30,7 @@ rule c4_tokenize:
     log:
         "logs/c4/tokenize_{c4_name}.log",
     benchmark:
-        "benchmarks/rules/c4_tokenize_{c4_name}.tsv"
+        rule_benchmark("c4_tokenize_{c4_name}.tsv")
     threads: 2
     resources:
         mem_mb=2048,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from workflow_scripts import c4_layout
 from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.runtime import export_package_path
+from workflow_scripts.runtime import export_interpreter_path, export_package_path
 
 
 wildcard_constraints:
@@ -12,7 +12,19 @@ wildcard_constraints:
 
 
 export_package_path(workflow.basedir)
+export_interpreter_path()
 DEMO_DIR = "results/demo"
+# Each slow rule's `benchmark:` file (wall time, memory); a run output like any other, so it is not tracked.
+RULE_BENCHMARK_DIR = "results/benchmarks/rules"
+
+
+# Scheduling priority of the demo's longest chain (data -> base model -> conversion -> LoRA): with few cores, jobs off
+# that chain (C4, pretraining, SFT) wait for a free core instead of delaying it.
+CRITICAL_PATH_PRIORITY = 10
+
+
+def rule_benchmark(name):
+    return f"{RULE_BENCHMARK_DIR}/{name}"
 
 
 def parent_of_first_output(wildcards, output):

@@ -13,10 +13,11 @@ rule convert_hf_to_mcore:
         pp=config["convert"]["pp"],
         spec=config["convert"]["spec"],
         vocab_multiple=config["convert"].get("make_vocab_size_divisible_by", 128),
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/convert/hf_to_mcore.log",
     benchmark:
-        "benchmarks/rules/convert_hf_to_mcore.tsv"
+        rule_benchmark("convert_hf_to_mcore.tsv")
     threads: 2
     resources:
         mem_mb=4096,
@@ -38,10 +39,11 @@ rule verify_conversion:
     params:
         tolerance=config["convert"].get("tolerance", 1.0e-4),
         seed=config["demo"].get("seed", 1234),
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/convert/verify_conversion.log",
     benchmark:
-        "benchmarks/rules/verify_conversion.tsv"
+        rule_benchmark("verify_conversion.tsv")
     threads: 1
     resources:
         mem_mb=4096,

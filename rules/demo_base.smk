@@ -4,9 +4,36 @@
 # checkpoint. (A random tiny model cannot reach the LoRA target: its frozen random output layer caps every logit.)
 
 
+rule demo_base_corpus:
+    input:
+        govreport="results/govreport/train.npy",
+        tokenizer=openorca_tokenizer,
+    output:
+        data=DEMO_BASE_CORPUS,
+        stats=f"{DEMO_DIR}/base/train_corpus.stats.json",
+    params:
+        govreport_rows=config["demo"]["base_govreport_rows"],
+        rows_per_origin=config["demo"]["base_chat_rows_per_origin"],
+        seed=config["demo"]["seed"] + 1,
+        bos_token=config["openorca"]["bos_token"],
+        eos_token=config["inference"]["eos_token"],
+        response_init_token=openorca_response_init_token,
+    priority: CRITICAL_PATH_PRIORITY
+    log:
+        "logs/demo/base_corpus.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.demo_base_corpus --govreport {input.govreport} --tokenizer {input.tokenizer}"
+        " --out {output.data} --stats {output.stats} --govreport-rows {params.govreport_rows}"
+        " --rows-per-origin {params.rows_per_origin} --seed {params.seed}"
+        " --bos-token '{params.bos_token}' --eos-token '{params.eos_token}'"
+        " --response-init-token '{params.response_init_token}' > {log} 2>&1"
+
+
 rule demo_base_model:
     input:
-        train="results/govreport/train.npy",
+        train=DEMO_BASE_CORPUS,
         validation="results/govreport/validation.npy",
     output:
         metrics=f"{DEMO_DIR}/base/metrics.json",
@@ -15,10 +42,11 @@ rule demo_base_model:
         overrides=demo_base_overrides,
         out=parent_of_first_output,
         ckpt_dir="checkpoints/demo_base",
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/base_model.log",
     benchmark:
-        "benchmarks/rules/demo_base_model.tsv"
+        rule_benchmark("demo_base_model.tsv")
     threads: 2
     resources:
         mem_mb=4000,
@@ -35,6 +63,7 @@ rule demo_base_to_hf:
         f"{DEMO_DIR}/base/checkpoint",
     output:
         directory(CONVERT_DEMO_HF),
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/base_to_hf.log",
     conda:

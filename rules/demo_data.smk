@@ -18,6 +18,7 @@ rule demo_c4_corpus:
         train_docs=config["demo"].get("c4_docs_per_train_shard", 120),
         validation_docs=config["demo"].get("c4_docs_per_validation_shard", 100),
         seed=config["demo"].get("seed", 1234),
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/c4_corpus.log",
     conda:
@@ -39,7 +40,8 @@ rule demo_tokenizer:
     output:
         f"{DEMO_DIR}/tokenizer/tokenizer.json",
     params:
-        vocab_size=config["demo"].get("tokenizer_vocab_size", 4096),
+        vocab_size=config["demo"]["tokenizer_vocab_size"],
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/tokenizer.log",
     conda:

@@ -18,6 +18,7 @@ rule demo_govreport:
         num_proc=config["govreport"]["validation_num_proc"],
         batch_size=config["govreport"]["map_batch_size"],
         seed=config["demo"].get("seed", 1234),
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/govreport.log",
     conda:
@@ -57,10 +58,11 @@ rule govreport_pack:
         stats="results/govreport/packed/{govreport_split}.stats.json",
     params:
         flags=govreport_pack_flags,
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/govreport/pack_{govreport_split}.log",
     benchmark:
-        "benchmarks/rules/govreport_pack_{govreport_split}.tsv"
+        rule_benchmark("govreport_pack_{govreport_split}.tsv")
     threads: 2
     resources:
         mem_mb=8192,
@@ -81,10 +83,11 @@ rule govreport_npy:
     params:
         seq_length=config["govreport"]["seq_length"],
         pack_stats=govreport_pack_stats_flag,
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/govreport/npy_{govreport_split}.log",
     benchmark:
-        "benchmarks/rules/govreport_npy_{govreport_split}.tsv"
+        rule_benchmark("govreport_npy_{govreport_split}.tsv")
     resources:
         mem_mb=4096,
         runtime=30,

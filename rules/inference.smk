@@ -23,7 +23,7 @@ rule generate:
     log:
         "logs/inference/generate.log",
     benchmark:
-        "benchmarks/rules/generate.tsv"
+        rule_benchmark("generate.tsv")
     # One thread per process: a demo-sized model's tiny matmuls run ~25x slower with 2 threads on a shared 2-core
     # machine; on GPUs the CPU threads only launch kernels. The processes are inference.nproc_per_node (one per GPU).
     threads: 1

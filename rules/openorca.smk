@@ -38,7 +38,7 @@ rule openorca_filter:
     log:
         "logs/openorca/filter.log",
     benchmark:
-        "benchmarks/rules/openorca_filter.tsv"
+        rule_benchmark("openorca_filter.tsv")
     threads: 2
     resources:
         mem_mb=4096,

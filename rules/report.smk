@@ -128,7 +128,7 @@ rule plot_rule_benchmarks:
             labels={"workload": "all", "seed": "-", "figure": "rule benchmarks"},
         ),
     params:
-        folder="benchmarks/rules",
+        folder=RULE_BENCHMARK_DIR,
     log:
         "logs/report/benchmarks.log",
     resources:

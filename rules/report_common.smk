@@ -2,7 +2,7 @@
 REPORT_DIR = "results/report"
 REPORT_WORKLOADS = [w for w in ("lora", "pretrain", "sft") if w in config["train"]]
 # Every final output of the stages included before this file: the benchmark figure waits for all of them, so that
-# every `benchmark:` file of the run exists when it reads benchmarks/rules/.
+# every `benchmark:` file of the run exists when it reads RULE_BENCHMARK_DIR.
 REPORT_UPSTREAM = list(ALL_TARGETS)
 
 

@@ -20,10 +20,11 @@ rule train_lora:
         launcher=lora_launcher,
         out=parent_of_first_output,
         ckpt_dir=lora_checkpoint_dir,
+    priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/train/lora_seed{seed}.log",
     benchmark:
-        "benchmarks/rules/train_lora_seed{seed}.tsv"
+        rule_benchmark("train_lora_seed{seed}.tsv")
     threads: 2
     resources:
         mem_mb=8000,
@@ -75,7 +76,7 @@ rule train_pretrain:
     log:
         "logs/train/pretrain_seed{seed}.log",
     benchmark:
-        "benchmarks/rules/train_pretrain_seed{seed}.tsv"
+        rule_benchmark("train_pretrain_seed{seed}.tsv")
     threads: 2
     resources:
         mem_mb=8000,
@@ -108,7 +109,7 @@ rule train_sft:
     log:
         "logs/train/sft_seed{seed}.log",
     benchmark:
-        "benchmarks/rules/train_sft_seed{seed}.tsv"
+        rule_benchmark("train_sft_seed{seed}.tsv")
     threads: 2
     resources:
         mem_mb=8000,

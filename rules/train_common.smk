@@ -131,21 +131,24 @@ def pretrain_launcher(wildcards=None):
     return train_launcher("pretrain")
 
 
+DEMO_BASE_CORPUS = f"{DEMO_DIR}/base/train_corpus.npy"
+
+
 def demo_base_overrides(wildcards=None):
     """Shape of the demo base model from config (demo.llama_*), positions for the GovReport rows."""
     import yaml
 
     demo = config["demo"]
-    heads = demo.get("llama_num_heads", 8)
+    heads = demo.get("llama_num_heads", 4)
     hidden = demo.get("llama_hidden_size", 64)
     fields = {
-        "train_data": ["results/govreport/train.npy"],
+        "train_data": [DEMO_BASE_CORPUS],
         "validation_data": "results/govreport/validation.npy",
         "seed": demo.get("seed", 1234),
         "seq_length": config["govreport"]["seq_length"],
         "max_steps": demo.get("base_model_steps", 150),
         "model_shape": {
-            "vocab_size": demo.get("llama_vocab_size", 4096), "hidden_size": hidden,
+            "vocab_size": demo["llama_vocab_size"], "hidden_size": hidden,
             "intermediate_size": demo.get("llama_intermediate_size", 160),
             "num_layers": demo.get("llama_num_layers", 2), "num_attention_heads": heads,
             "num_query_groups": demo.get("llama_num_kv_heads", 2), "head_dim": hidden // heads,

@@ -50,7 +50,7 @@ rule ultrachat_pack:
     log:
         "logs/ultrachat/pack_{ultrachat_split}.log",
     benchmark:
-        "benchmarks/rules/ultrachat_pack_{ultrachat_split}.tsv"
+        rule_benchmark("ultrachat_pack_{ultrachat_split}.tsv")
     threads: 2
     resources:
         mem_mb=4096,

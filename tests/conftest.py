@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
+# Fixtures whose tests are never part of `make test-fast`: the whole demo DAG and the real test Slurm.
+SLOW_FIXTURES = {"demo_run", "slurm_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use a whole-DAG run or Slurm are `slow` (the full suite's, not the fast tier's); multi-process
+    tests carry the mark themselves."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__.startswith("test_slurm"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from convert_models import SHAPES, make_models
@@ -16,6 +17,7 @@ from workflow_scripts.hf_checkpoint import load_all
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow  # several processes (gloo)
 def test_tp2_parity_pp2_load_and_megatron_resave(tmp_path):
     models = make_models(tmp_path / "models", tp=2)
     report, resave = tmp_path / "report.json", tmp_path / "resaved"

@@ -66,6 +66,7 @@ def _outputs(out_dir):
     return ["--out", str(out_dir / "acc.json"), "--stats", str(out_dir / "stats.json")]
 
 
+@pytest.mark.slow  # several processes (gloo)
 def test_dp2_and_tp2_match_one_process(mcore_dir, reference, demo_tokenizer_path, tmp_path):
     samples = tmp_path / "samples.pkl"
     pd.DataFrame({"tok_input": reference["prompts"]}).to_pickle(samples)

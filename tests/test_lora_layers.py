@@ -28,6 +28,7 @@ def runs(tmp_path_factory):
     return base, hf, mcore, out
 
 
+@pytest.mark.slow  # several processes (gloo)
 def test_tp2_matches_tp1(runs):
     _, _, _, out = runs
     one, two = out[1], out[2]
@@ -40,6 +41,7 @@ def test_tp2_matches_tp1(runs):
     assert one["frozen_with_grad"] == [] and two["frozen_with_grad"] == []
 
 
+@pytest.mark.slow  # its fixture runs two gloo processes
 def test_exported_adapter_merges_to_the_same_logits(runs, tmp_path):
     base, hf, mcore, out = runs
     for tp in (1, 2):  # the TP-2 export is in the same global layout

@@ -3,7 +3,6 @@ every job with its partition, nodes x GPUs and walltime, and training GPU-hours 
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import yaml
@@ -42,10 +41,8 @@ def test_lora_plan_matches_hand_computation(workflow_copy, tmp_path):
     hf.mkdir()
     (hf / "config.json").touch()
     override = _write(tmp_path / "site.yaml", {"convert": {"hf_checkpoint": str(hf)}})
-    start = time.monotonic()
     table, rows, totals = plan.make_plan(workflow_copy, ["configs/llama2_70b_lora_8xh100.yaml", override],
                                          "profiles/slurm")
-    assert time.monotonic() - start < 45
 
     train = _rows(rows, "train_lora")
     assert [r["wildcards"] for r in train] == [f"seed={s}" for s in range(1, 11)]
@@ -85,12 +82,10 @@ def test_pretrain_plan_matches_hand_computation(workflow_copy, tmp_path):
     container = "--container-image=/images/llm.sqsh --container-mounts=/lustre:/lustre"
     override = _write(tmp_path / "site.yaml", {"c4": {"raw_dir": str(raw), "tokenizer": str(tok)},
                                                "train": {"pretrain": {"srun_extra": container}}})
-    start = time.monotonic()
     table, rows, totals = plan.make_plan(workflow_copy, ["configs/llama31_405b_pretrain.yaml", override],
                                          "profiles/slurm", targets=["results/train/pretrain/seed1/metrics.json",
                                                                     "results/train/pretrain/seed2/metrics.json",
                                                                     "results/train/pretrain/seed3/metrics.json"])
-    assert time.monotonic() - start < 45
 
     counts = {rule: len(group) for rule, group in plan._by_rule(rows).items()}
     # Training needs only the blended groups (en_6, en_7: 2 x 128 raw shards) and the 91205-document validation set.

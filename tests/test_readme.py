@@ -6,16 +6,35 @@ import re
 from conftest import run_snakemake
 
 
-def test_two_fresh_machine_commands(repo):
-    readme = (repo / "README.md").read_text()
+def _readme_commands(readme: str) -> list[str]:
     section = readme.split("## Fresh machine: two commands", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
-    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
-    assert commands == ["make demo", "make test"]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def _make_recipe(makefile: str, target: str) -> list[str]:
+    match = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert match, f"Makefile has no target {target!r}"
+    return [line.strip() for line in match.group(1).splitlines()]
+
+
+def test_two_fresh_machine_commands(repo):
+    """README, Makefile and .ci/run agree: CI runs exactly the README's two commands, demo first."""
+    assert _readme_commands((repo / "README.md").read_text()) == ["make demo", "make test"]
+    ci = [line.strip() for line in (repo / ".ci/run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith("#")]
+    assert [line for line in ci if line.startswith("make ")] == ["make demo", "make test"]
     makefile = (repo / "Makefile").read_text()
-    assert re.search(r"^demo: .*\n\t.*snakemake --cores all", makefile, flags=re.M)
-    assert re.search(r"^test: .*\n\t.*pytest", makefile, flags=re.M)
-    assert "make test" in (repo / ".ci/run").read_text()
+    # .venv's programs by path: the commands work with the machine's own python first on PATH, nothing activated
+    assert _make_recipe(makefile, "demo") == ["$(VENV)/bin/snakemake --cores all"]
+    assert _make_recipe(makefile, "test") == ["$(PYTEST)"]
+    assert _make_recipe(makefile, "test-fast") == ['$(PYTEST) -m "not slow"']
+    assert re.search(r"^PYTEST\s*:=\s*\$\(VENV\)/bin/pytest$", makefile, flags=re.M)
+
+
+def test_readme_says_when_to_run_the_fast_tier(repo):
+    readme = (repo / "README.md").read_text()
+    assert "make test-fast" in readme
 
 
 def test_rulegraph_picture_is_current(repo):

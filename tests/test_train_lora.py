@@ -121,6 +121,7 @@ def test_eval_metric_equals_transformers_on_the_merged_model(setup, uninterrupte
     assert abs(final - expected) < 1e-4
 
 
+@pytest.mark.slow  # several processes (gloo)
 def test_tp2_gives_the_tp1_losses(setup, tmp_path):
     base, *_, sets = setup
     sets = [*sets, "lora={rank: 16, alpha: 32, dropout: 0.0, targets: [linear_qkv, linear_proj, linear_fc1, linear_fc2]}",
@@ -131,6 +132,7 @@ def test_tp2_gives_the_tp1_losses(setup, tmp_path):
     assert len(one) == 3 and max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
 
 
+@pytest.mark.slow  # several processes (gloo)
 def test_pp2_with_a_resume_gives_the_pp1_losses_and_adapter(setup, tmp_path):
     """Two pipeline stages (one layer each) through megatron's 1F1B schedule, killed after step 3 and resumed from
     the step-2 checkpoint: the same losses, gradient norms, evaluations and adapter as one process."""

@@ -70,6 +70,7 @@ def test_pretraining_on_own_indexed_data(tokenized, tmp_path):
     assert '"value": "llama31_405b"' in log and '"key": "train_samples"' in log
 
 
+@pytest.mark.slow  # several processes (gloo)
 def test_pp2_pretraining_equals_pp1_and_its_model_exports_the_same(tokenized, tmp_path):
     """Two pipeline stages give the same losses and log perplexity as one process, and the final checkpoint (saved
     from two stages) exports to the same HF tensors. Both start from one converted checkpoint: random init draws

@@ -8,14 +8,14 @@ import subprocess
 from conftest import run_snakemake
 
 # Golden values of the default demo config (seed 1234, 16 train shards x 120 docs, 8 validation shards x 100 docs,
-# 4096-token demo BPE), computed once by the workflow: (documents, skipped empty documents, tokens).
+# 2048-token demo BPE), computed once by the workflow: (documents, skipped empty documents, tokens).
 GOLDEN = {
-    "c4-train.en_0": (237, 3, 121708),
-    "c4-train.en_6": (239, 1, 111500),
-    "c4-train.en_7": (235, 5, 103495),
-    "c4-validation-500-samples.en": (487, 13, 282584),
+    "c4-train.en_0": (234, 6, 141494),
+    "c4-train.en_6": (235, 5, 136271),
+    "c4-train.en_7": (237, 3, 134688),
+    "c4-validation-500-samples.en": (493, 7, 264267),
 }
-DEMO_TOKENIZER_SHA256 = "adf134b51bcb37df9bfcee8f1e01c8377fe99aedadab600278ca22315300e1ea"
+DEMO_TOKENIZER_SHA256 = "aca56b1a85322d6b6fa418b41c4bc4252b43f0c308787cb2273fa4b45f2d7053"
 
 
 def test_tokenized_stats_match_golden_values(demo_run):

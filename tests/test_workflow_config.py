@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 import yaml
@@ -87,18 +86,15 @@ def _placeholder_c4(root, train=1024, validation=8):
 
 def test_full_scale_dry_run_plans_without_reading_data(workflow_copy, tmp_path):
     raw, tok = _placeholder_c4(tmp_path)
-    start = time.monotonic()
     proc = run_snakemake(
         workflow_copy, "-n", "c4_data", "--configfile", "configs/llama31_405b_c4.yaml",
         _override(tmp_path, {"raw_dir": str(raw), "tokenizer": str(tok)}),
     )
-    elapsed = time.monotonic() - start
     out = proc.stdout
     counts = dict(re.findall(r"^(c4_\w+)\s+(\d+)$", out, flags=re.M))
     assert counts == {"c4_consolidate_train": "8", "c4_consolidate_validation": "1", "c4_tokenize": "9", "c4_data": "1"}, out[-2000:]
     assert "c4-validation-91205-samples.en_text_document.bin" in out
     assert f"{raw}/c4-train.00896-of-01024.json.gz" in out and "demo_c4_corpus" not in out
-    assert elapsed < 10, f"planning took {elapsed:.1f}s"
 
 
 def test_full_scale_plan_refuses_missing_and_extra_shards(workflow_copy, tmp_path):

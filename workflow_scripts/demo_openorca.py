@@ -55,13 +55,28 @@ class _Text:
         return text[0].upper() + text[1:] + str(self.rng.choice([".", "?", "!"]))
 
 
+# Every ordinary response is the same answer phrase, the question's first word and one free sentence: a pattern a
+# tiny model can learn from the prompt (the demo base model trains on rows drawn the same way with another seed,
+# demo_base_corpus.py), so the demo's ROUGE shows a working accuracy path. Random words alone would leave nothing to
+# learn: every model scores ROUGE 0 on them.
+ANSWER_PHRASE = "Sure. The answer to this question is"
+
+
 def _ordinary(text: _Text, origin: str, rng: np.random.Generator) -> dict[str, str]:
     systems = GOOD_SYSTEM_PROMPTS if origin in BAD_PROMPT_ORIGINS else GOOD_SYSTEM_PROMPTS + ("",)
-    return {
-        "system_prompt": str(rng.choice(systems)),
-        "question": " ".join(text.sentence(3, 12) for _ in range(int(rng.integers(1, 5)))),
-        "response": " ".join(text.sentence(2, 12) for _ in range(int(rng.integers(1, 6)))),
-    }
+    system = str(rng.choice(systems))
+    question = " ".join(text.sentence(3, 12) for _ in range(int(rng.integers(1, 5))))
+    topic = question.split(" ", 1)[0].lower()
+    return {"system_prompt": system, "question": question,
+            "response": f"{ANSWER_PHRASE} {topic}. {text.sentence(2, 6)}"}
+
+
+def ordinary_rows(rows_per_origin: int, seed: int) -> list[dict[str, str]]:
+    """Ordinary rows only (every filter keeps them), drawn like those of the demo parquet: training text for the demo
+    base model, from a seed of its own so that the evaluation samples are not among them."""
+    rng = np.random.default_rng(seed)
+    text = _Text(rng)
+    return [{"id": f"{origin}.{i}", **_ordinary(text, origin, rng)} for origin in ORIGINS for i in range(rows_per_origin)]
 
 
 def _planted(text: _Text, origin: str, rng: np.random.Generator) -> list[tuple[str | None, dict[str, str]]]:

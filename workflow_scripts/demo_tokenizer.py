@@ -1,7 +1,7 @@
 """Train the demo BPE tokenizer (a stand-in for the Mixtral / Llama tokenizers) on the demo C4 train shards.
 
 Byte-level BPE, so every string (non-ASCII included) encodes without <unk>; Llama-style special tokens.
-CLI: python -m workflow_scripts.demo_tokenizer --out tokenizer.json --vocab-size 4096 SHARD.json.gz...
+CLI: python -m workflow_scripts.demo_tokenizer --out tokenizer.json --vocab-size 2048 SHARD.json.gz...
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def train_tokenizer(shards: Sequence[Path], vocab_size: int):
 def _body(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--vocab-size", type=int, default=2048)
     parser.add_argument("shards", type=Path, nargs="+")
     args = parser.parse_args(argv)
     tokenizer = train_tokenizer(args.shards, args.vocab_size)

@@ -258,7 +258,11 @@ def layer_spec(spec: str):
     from megatron.core.models.gpt import gpt_layer_specs
 
     if spec == "local":
-        return gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+        from .sdpa_attention import SdpaDotProductAttention
+
+        local = gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
+        local.submodules.self_attention.submodules.core_attention = SdpaDotProductAttention
+        return local
     if spec == "te":
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
     raise PipelineInputError(f"spec must be 'te' or 'local', got {spec!r}")

@@ -7,7 +7,7 @@ ids), so a rerun on the same inputs gives the same file.
     python -m workflow_scripts.report_plots parity --parity parity.json --out parity.svg
     python -m workflow_scripts.report_plots data-stats --c4 ... --govreport ... [--govreport-packed ...]
         --ultrachat ... --openorca ... --out data.svg --out-csv data.csv
-    python -m workflow_scripts.report_plots benchmarks --out benchmarks.svg [--dir benchmarks/rules] [TSV...]
+    python -m workflow_scripts.report_plots benchmarks --out benchmarks.svg [--dir results/benchmarks/rules] [TSV...]
     python -m workflow_scripts.report_plots table-html --csv scores.csv --out scores.html
 """
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--out-csv", required=True)
     bench = sub.add_parser("benchmarks")
     bench.add_argument("--out", required=True)
-    bench.add_argument("--dir", help="also every *.tsv in this folder (benchmarks/rules)")
+    bench.add_argument("--dir", help="also every *.tsv in this folder (results/benchmarks/rules)")
     bench.add_argument("tsv", nargs="*")
     table = sub.add_parser("table-html")
     table.add_argument("--csv", required=True)

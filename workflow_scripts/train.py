@@ -30,7 +30,7 @@ from .progress import Progress
 from .schedules import EvalSchedule, cosine_lr, cosine_with_linear_warmup
 from .train_config import TrainConfig, build_config
 from .train_data import GPTBatches, load_packed, sample_order
-from .train_loss import eval_sums, logits_losses, masked_mean, model_output
+from .train_loss import eval_sums, install_token_loss, masked_mean, stage_output
 
 log = logging.getLogger("train")
 EXIT_PREEMPTED = 75  # the job saved a checkpoint on a signal; the rule's retry resumes it
@@ -40,12 +40,52 @@ EVAL_FIELDS = ["step", "samples_count", "eval_loss"]
 
 # ---- model ---------------------------------------------------------------------------------------------------------
 
-def build_model(cfg: TrainConfig):
+def model_config(cfg: TrainConfig):
+    """The LlamaConfig the run trains (the checkpoint's, or the recipe's shape for random init), padded for TP."""
+    from .convert import read_model_config
+    from .llama_model import LlamaConfig
+
+    model_cfg = read_model_config(cfg.checkpoint)[0] if cfg.checkpoint else LlamaConfig(**cfg.model_shape)
+    return model_cfg.with_padding(cfg.tensor_parallel)
+
+
+def resolve_recompute(cfg: TrainConfig, dp: int) -> tuple[str, dict[str, Any]]:
+    """The recompute mode (cfg's, or for "auto" the cheapest that the memory estimate fits on this GPU; none on CPU)
+    and what metrics.json records of the choice."""
+    from . import train_memory
+
+    layout = train_memory.layout_for(cfg, model_config(cfg), dp)
+    on_gpu = torch.cuda.is_available()
+    device = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory if on_gpu else None
+    mode, est = train_memory.choose(layout, device) if device else ("none", train_memory.estimate(layout))
+    if cfg.recompute_activations != "auto":
+        mode = cfg.recompute_activations
+    if device and est[mode] > device * 0.9:
+        log.warning("estimated peak %.1f GiB with recompute %s exceeds 90%% of this GPU's %.1f GiB", est[mode] / 2**30,
+                    mode, device / 2**30)
+    return mode, {"requested": cfg.recompute_activations, **train_memory.summary(mode, est, device)}
+
+
+FP8_ATTENTION_MIN_HEAD_DIM = 64  # below it cuDNN has no FP8 attention ("No dot product attention backend", measured)
+
+
+def fp8_attention(cfg: TrainConfig) -> bool:
+    """FP8 attention as configured, except for heads too narrow for cuDNN's kernel (the demo's 16): bf16 there."""
+    if not cfg.fp8_attention:
+        return False
+    head_dim = model_config(cfg).head_dim
+    if head_dim < FP8_ATTENTION_MIN_HEAD_DIM:
+        log.warning("fp8_attention: head_dim %d < %d has no FP8 attention kernel; attention stays bf16", head_dim,
+                    FP8_ATTENTION_MIN_HEAD_DIM)
+        return False
+    return True
+
+
+def build_model(cfg: TrainConfig, recompute: str = "none"):
     """GPTModel for this rank: random init (pretraining) or the converted checkpoint (LoRA/SFT), vocab-parallel out."""
     from megatron.core import dist_checkpointing
 
-    from .convert import read_model_config
-    from .llama_model import LlamaConfig, build_gpt_model
+    from .llama_model import build_gpt_model
     from .lora_layers import apply_lora
 
     dtype = torch.float32 if cfg.precision == "fp32" else torch.bfloat16
@@ -53,14 +93,13 @@ def build_model(cfg: TrainConfig):
     if cfg.precision == "fp8":
         if cfg.spec != "te":
             raise PipelineInputError("train config: precision fp8 needs spec te (Transformer Engine)")
-        overrides.update(fp8="hybrid", fp8_recipe="delayed")
-    if cfg.recompute_activations:
+        overrides.update(fp8="hybrid", fp8_recipe=cfg.fp8_recipe, fp8_amax_history_len=cfg.fp8_amax_history_len,
+                         fp8_dot_product_attention=fp8_attention(cfg))
+    if recompute == "full":
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
-    if cfg.checkpoint:
-        model_cfg, _ = read_model_config(cfg.checkpoint)
-    else:
-        model_cfg = LlamaConfig(**cfg.model_shape)
-    model_cfg = model_cfg.with_padding(cfg.tensor_parallel)
+    elif recompute == "selective":
+        overrides.update(recompute_granularity="selective")
+    model_cfg = model_config(cfg)
     if cfg.seq_length > model_cfg.max_position_embeddings:
         raise PipelineInputError(f"train config: seq_length {cfg.seq_length} exceeds the model's "
                                  f"max_position_embeddings {model_cfg.max_position_embeddings}")
@@ -77,6 +116,7 @@ def build_model(cfg: TrainConfig):
         model, model_cfg = resize_vocabulary(model, model_cfg, vocab_size, cfg, dtype, overrides)
     if cfg.lora is not None:
         apply_lora(model, cfg.lora, cfg.seed)
+    install_token_loss(model, model_cfg.vocab_size)
     return model, model_cfg
 
 
@@ -130,7 +170,9 @@ class Trainer:
             raise PipelineInputError(f"train config: global_batch_size {cfg.global_batch_size} is not a multiple of "
                                      f"micro_batch_size x data-parallel size ({cfg.micro_batch_size} x {self.dp})")
         self.accum = cfg.global_batch_size // (cfg.micro_batch_size * self.dp)
-        self.model, self.model_cfg = build_model(cfg)
+        self.recompute, self.memory = resolve_recompute(cfg, self.dp)
+        log.info("activation recompute: %s (%s)", self.recompute, self.memory)
+        self.model, self.model_cfg = build_model(cfg, self.recompute)
         self.params = trainable_parameters(self.model)
         self.model_params = self._stage_sum(sum(p.numel() for p in self.model.parameters()))  # this TP rank's share
         self.megatron_optimizer = cfg.optimizer_impl == "megatron" or (cfg.optimizer_impl == "auto" and
@@ -189,12 +231,11 @@ class Trainer:
         torch.distributed.all_reduce(t, group=parallel_state.get_pipeline_model_parallel_group())
         return int(t)
 
-    def _batch_loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
-        return masked_mean(logits_losses(logits, batch.targets, self.model_cfg.vocab_size), batch.loss_mask)
+    def _batch_loss(self, losses: torch.Tensor, batch) -> torch.Tensor:
+        return masked_mean(losses, batch.loss_mask)
 
-    def _batch_eval_sums(self, logits: torch.Tensor, batch) -> torch.Tensor:
-        return eval_sums(logits_losses(logits, batch.targets, self.model_cfg.vocab_size), batch.loss_mask,
-                         per_row=self.cfg.workload != "pretrain")
+    def _batch_eval_sums(self, losses: torch.Tensor, batch) -> torch.Tensor:
+        return eval_sums(losses, batch.loss_mask, per_row=self.cfg.workload != "pretrain")
 
     # schedule
     def lr_at(self, step: int) -> float:
@@ -219,12 +260,14 @@ class Trainer:
             total, tokens = train_microbatches(self.model, self.micro_batches(step), self.device, self.cfg.seq_length,
                                                self._batch_loss)
         else:
+            summed = torch.zeros((), dtype=torch.float64, device=self.device)
             for batch in self.micro_batches(step):
                 batch = batch.to(self.device)
-                loss = self._batch_loss(model_output(self.model, batch.tokens), batch)
+                loss = self._batch_loss(stage_output(self.model, batch.tokens, batch.targets), batch)
                 (loss / self.accum).backward()
-                total += loss.item() / self.accum
+                summed += loss.detach().double() / self.accum  # no host sync per micro-batch: one .item() per step
                 tokens += batch.tokens.numel()
+            total = float(summed)
         if self.megatron_optimizer:
             grad_norm = self.optimizer.step()  # DP reduce, clip, update
         else:
@@ -262,7 +305,7 @@ class Trainer:
             per_row_sum = torch.zeros(2, dtype=torch.float64)  # (sum of row means or token NLLs, count)
             for batch in batches:
                 batch = batch.to(self.device)
-                per_row_sum += self._batch_eval_sums(model_output(self.model, batch.tokens), batch)
+                per_row_sum += self._batch_eval_sums(stage_output(self.model, batch.tokens, batch.targets), batch)
         if self.dp > 1:
             from megatron.core import parallel_state
 
@@ -403,7 +446,8 @@ class Trainer:
             lora_rank=cfg.lora.rank if cfg.lora else 0, lora_alpha=cfg.lora.alpha if cfg.lora else 0,
             gradient_accumulation_steps=self.accum, train_samples=len(self.train_rows) if self.train_rows else 0,
             eval_samples=self.valid_count, seed=cfg.seed, config_filename=cfg.recipe,
-            precision_linear=precision, precision_attn=precision if cfg.precision != "fp8" else "bfloat16",
+            precision_linear=precision,
+            precision_attn=precision if cfg.precision != "fp8" or fp8_attention(cfg) else "bfloat16",
             precision_comm=precision if cfg.precision != "fp8" else "bfloat16",
             tensor_parallelism=cfg.tensor_parallel, pipeline_parallelism=cfg.pipeline_parallel,
             micro_batch_size=cfg.micro_batch_size)
@@ -443,6 +487,8 @@ class Trainer:
             "mfu": self._mfu(tokens_per_s),
             "parallel": {"tensor": cfg.tensor_parallel, "pipeline": self.pp, "data": self.dp,
                          "optimizer": "megatron" if self.megatron_optimizer else "torch"},
+            "memory": {**self.memory, "peak_allocated_gib": (round(torch.cuda.max_memory_allocated() / 1024**3, 2)
+                                                             if torch.cuda.is_available() else None)},
         }
         write_json(self.out / "metrics.json", metrics)
 

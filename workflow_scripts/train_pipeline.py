@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from .train_data import Batch
-from .train_loss import model_output
+from .train_loss import stage_output
 
 
 def _pipeline_sum(value: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,7 @@ def _run_schedule(model, batches: list[Batch], device: torch.device, seq_length:
 
     def forward_step(data_iterator: Iterator[Batch], stage_model):
         batch = next(data_iterator).to(device)  # the schedule gives non-first stages their input itself
-        return model_output(stage_model, batch.tokens), lambda out: loss_of(out, batch)
+        return stage_output(stage_model, batch.tokens, batch.targets), lambda out: loss_of(out, batch)
 
     return get_forward_backward_func()(
         forward_step_func=forward_step, data_iterator=iter(batches), model=[model], num_microbatches=len(batches),
@@ -43,11 +43,11 @@ def _run_schedule(model, batches: list[Batch], device: torch.device, seq_length:
 def train_microbatches(model, batches: Iterable[Batch], device: torch.device, seq_length: int,
                        batch_loss: Callable[[torch.Tensor, Batch], torch.Tensor]) -> tuple[float, int]:
     """Forward and backward of one optimizer step's micro-batches; returns (mean loss, tokens) on every stage.
-    `batch_loss(logits, batch)` is the loss of one micro-batch (the trainer's masked mean)."""
+    `batch_loss(losses, batch)` is the loss of one micro-batch (from its per-token losses) (the trainer's masked mean)."""
     batches = list(batches)
 
-    def loss_of(logits: torch.Tensor, batch: Batch):
-        loss = batch_loss(logits, batch)
+    def loss_of(losses: torch.Tensor, batch: Batch):
+        loss = batch_loss(losses, batch)
         return loss, {"loss": loss.detach().clone()}  # the schedule divides `loss` in place
 
     stored = _run_schedule(model, batches, device, seq_length, loss_of, forward_only=False)
@@ -60,13 +60,13 @@ def train_microbatches(model, batches: Iterable[Batch], device: torch.device, se
 @torch.no_grad()
 def eval_microbatches(model, batches: list[Batch], device: torch.device, seq_length: int,
                       batch_sums: Callable[[torch.Tensor, Batch], torch.Tensor]) -> torch.Tensor:
-    """(sum, count) of the evaluation metric over `batches` on every stage, `batch_sums(logits, batch)` giving one
+    """(sum, count) of the evaluation metric over `batches` on every stage, `batch_sums(losses, batch)` giving one
     batch's (the trainer's, as without pipelining). Batches of one size per schedule call (the schedule sends
     fixed-shape activations), so a short last batch gets its own call."""
     sums = torch.zeros(2, dtype=torch.float64, device=device)
 
-    def loss_of(logits: torch.Tensor, batch: Batch):
-        return logits.sum() * 0, {"sums": batch_sums(logits, batch)}
+    def loss_of(losses: torch.Tensor, batch: Batch):
+        return losses.sum() * 0, {"sums": batch_sums(losses, batch)}
 
     groups: dict[int, list[Batch]] = {}
     for batch in batches:
