@@ -17,7 +17,11 @@ def test_demo_generation_rouge_and_score_table(demo_run):
     rouge = json.loads((demo_run / "results/inference/rouge.json").read_text())
     assert rouge["gen_num"] == inference["samples"]
     assert rouge["gen_tok_len"] == sum(map(len, generated.values()))
-    # The tiny demo model is far from the llama2-70b targets: reported as FAIL, the DAG still completes.
+    # A working accuracy path: the demo base model learned the demo responses' pattern, so its answers are not one
+    # repeated token and score ROUGE-1 >= 30; against the llama2-70b targets (their tokens-per-sample bounds) they
+    # still FAIL, and the DAG completes.
+    assert sum(len(set(ids)) > 3 for ids in generated.values()) >= 0.9 * len(generated)
+    assert rouge["rouge1"] >= 30
     assert rouge["targets"]["llama2-70b-99"]["passed"] is False
     rows = list(csv.DictReader(open(demo_run / "results/scores/scores.csv")))
     assert {"llama2-70b-99", "llama2-70b-99.9"} <= {r["workload"] for r in rows}

@@ -38,7 +38,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", durable: bool = 
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write pretty JSON atomically."""
+    """Write pretty JSON atomically; NaN and Infinity are refused (they are not JSON, and a NaN result is a bug)."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
     with atomic_open(path, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write(text)
         handle.write("\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ from .train_loss import eval_sums, install_token_loss, masked_mean, stage_output
 
 log = logging.getLogger("train")
 EXIT_PREEMPTED = 75  # the job saved a checkpoint on a signal; the rule's retry resumes it
+EXIT_DIVERGED = 3  # a non-finite loss or gradient norm: the run is aborted, never reported as a result
 STEP_FIELDS = ["step", "consumed_samples", "loss", "lr", "grad_norm", "tokens_per_s", "step_time_s"]
 EVAL_FIELDS = ["step", "samples_count", "eval_loss"]
 
@@ -154,13 +156,14 @@ def resize_vocabulary(model, model_cfg, vocab_size: int, cfg: TrainConfig, dtype
 # ---- the run -------------------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out: Path, ckpt_dir: Path):
+    def __init__(self, cfg: TrainConfig, out: Path, ckpt_dir: Path, fingerprint: dict[str, Any] | None = None):
         from megatron.core import parallel_state
 
         from .lora_layers import trainable_parameters
         from .train_optim import build_optimizer
 
         self.cfg, self.out, self.ckpt_dir = cfg, out, ckpt_dir
+        self.fingerprint = fingerprint
         self.rank = torch.distributed.get_rank()
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.dp = parallel_state.get_data_parallel_world_size()
@@ -345,8 +348,11 @@ class Trainer:
             progress = {**progress, "offsets": self._offsets()}
         shared = [progress]
         torch.distributed.broadcast_object_list(shared, src=0)
+        from .train_fingerprint import FILE
+
+        metadata = {FILE: json.dumps(self.fingerprint, indent=1, sort_keys=True)} if self.fingerprint else None
         train_checkpoint.save(self.ckpt_dir, step, self.model, self._trainable_state(), self.optimizer, shared[0],
-                              self.full_model)
+                              self.full_model, metadata=metadata)
         log.info("checkpoint saved at step %d -> %s", step, self.ckpt_dir)
 
     def run(self) -> int:
@@ -375,11 +381,19 @@ class Trainer:
         # outlasts its walltime signal while the resumed job runs at full speed (tests/test_slurm_resume.py)
         step_sleep = float(os.environ.get("PIPELINE_TEST_STEP_SLEEP_S", "0"))
         tokens_seen = 0  # in this process, for the progress line's rates and ETA
+        diverged: dict[str, Any] | None = None
         while status is None and step < cfg.max_steps:
             metrics = self.train_step(step)
             step += 1
             samples = step * cfg.global_batch_size
             self._append_csv("steps.csv", STEP_FIELDS, {"step": step, "consumed_samples": samples, **metrics})
+            bad = [k for k in ("loss", "grad_norm") if not math.isfinite(metrics[k])]
+            if bad:  # diverged: stop now; the log's run_stop says aborted and the job fails
+                diverged = {"step": step, **{k: str(metrics[k]) for k in bad}}
+                log.error("diverged at step %d: %s; the run is aborted", step,
+                          ", ".join(f"{k} {metrics[k]}" for k in bad))
+                status = "aborted"
+                break
             if mllog and step % cfg.log_every_steps == 0:
                 mllog.train_loss(metrics["loss"], samples, metrics["lr"])
             tokens_seen += metrics["tokens"]
@@ -388,6 +402,11 @@ class Trainer:
                      metrics["grad_norm"], metrics["tokens_per_s"])
             if self.valid_count and self.eval_schedule.is_eval_step(step):
                 value = self.evaluate()
+                if not math.isfinite(value):
+                    diverged = {"step": step, "eval_loss": str(value)}
+                    log.error("diverged at step %d: evaluation %s; the run is aborted", step, value)
+                    status = "aborted"
+                    break
                 progress["evals"].append({"step": step, "samples_count": samples, "eval_loss": value})
                 self._append_csv("eval.csv", EVAL_FIELDS, {"step": step, "samples_count": samples, "eval_loss": value})
                 if mllog:
@@ -413,8 +432,9 @@ class Trainer:
         if mllog:
             mllog.run_stop(step * cfg.global_batch_size, status == "success")
             mllog.close()
+        progress["diverged"] = diverged
         self.finish(step, status, progress)
-        return 0
+        return EXIT_DIVERGED if diverged else 0
 
     def _submission(self):
         from .mlperf_log import Submission
@@ -472,7 +492,8 @@ class Trainer:
         run_time = progress["run_time_s"]
         samples = step * cfg.global_batch_size
         rows = list(csv.DictReader(open(self.live / "steps.csv")))
-        tokens_per_s = sum(float(r["tokens_per_s"]) for r in rows) / max(len(rows), 1)
+        finite = [float(r["tokens_per_s"]) for r in rows if math.isfinite(float(r["tokens_per_s"]))]
+        tokens_per_s = sum(finite) / max(len(finite), 1)
         metrics = {
             "workload": cfg.workload, "recipe": cfg.recipe, "seed": cfg.seed, "status": status,
             "gpus": torch.distributed.get_world_size() if torch.cuda.is_available() else 0,
@@ -484,6 +505,7 @@ class Trainer:
             "final_quality": evals[-1]["eval_loss"] if evals else None,
             "target": cfg.target if cfg.workload != "sft" else None,
             "evals": evals,
+            "diverged": progress.get("diverged"),  # step and the non-finite values (as strings), or null
             "mfu": self._mfu(tokens_per_s),
             "parallel": {"tensor": cfg.tensor_parallel, "pipeline": self.pp, "data": self.dp,
                          "optimizer": "megatron" if self.megatron_optimizer else "torch"},
@@ -560,11 +582,17 @@ def _body(argv: Sequence[str] | None) -> int:
                                  "allocate on the GPU); use auto or torch on CPU")
     if cfg.checkpoint and not Path(cfg.checkpoint, "model_config.json").is_file():
         raise PipelineInputError(f"train config: checkpoint {cfg.checkpoint} is missing or not a converted checkpoint")
+    from .train_fingerprint import check_resume, fingerprint
+
+    run_fingerprint = fingerprint(cfg.resolved(), world)
+    resume = train_checkpoint.newest_complete(args.ckpt_dir)
+    if resume is not None:  # before any compute: a checkpoint of another run is never resumed
+        check_resume(resume, run_fingerprint)
     torch.manual_seed(cfg.seed)
     init_parallel(cfg.tensor_parallel, cfg.pipeline_parallel, seed=cfg.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        trainer = Trainer(cfg, args.out, args.ckpt_dir)
+        trainer = Trainer(cfg, args.out, args.ckpt_dir, run_fingerprint)
 
         def on_signal(signum, _frame):
             trainer.stop_signal = signum

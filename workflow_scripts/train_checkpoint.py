@@ -59,8 +59,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dict[str, torch.Tensor],
-         optimizer: Any, progress: dict[str, Any], full_model: bool, keep: int = 2) -> Path:
-    """Collective: every rank calls it. Returns the step folder."""
+         optimizer: Any, progress: dict[str, Any], full_model: bool, keep: int = 2,
+         metadata: dict[str, str] | None = None) -> Path:
+    """Collective: every rank calls it. Returns the step folder. `metadata` (name -> text) is written by rank 0
+    before the folder is marked complete (the run's fingerprint)."""
     from megatron.core import dist_checkpointing
 
     rank = torch.distributed.get_rank()
@@ -81,6 +83,8 @@ def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dic
         optimizer.save_sharded(folder)
     torch.distributed.barrier()
     if rank == 0:
+        for name, text in (metadata or {}).items():
+            (folder / name).write_text(text)
         (folder / COMPLETE).write_text(str(step))
         for old in sorted(Path(ckpt_dir).glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -94,6 +94,10 @@ class TrainConfig:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.global_batch_size % self.micro_batch_size:
             bad("global_batch_size", f"{self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
+        for key in ("lr", "min_lr", "weight_decay", "clip_grad", "adam_eps"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
+                bad(key, f"must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value}")
         if self.fp8_recipe not in ("delayed", "tensorwise"):
             bad("fp8_recipe", f"must be 'delayed' or 'tensorwise', got {self.fp8_recipe!r}")
         if self.fp8_amax_history_len < 1:

@@ -1,0 +1,83 @@
+"""A rerun never mixes two runs (checkpoint fingerprints), and a diverged run is aborted, never a result."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from train_fixtures import SEQ, make_model, packed_rows, train_cli
+from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.train_config import build_config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train_reliability")
+    _, mcore = make_model(base)
+    train = packed_rows(base / "train.npy", 24, seed=1)
+    valid = packed_rows(base / "validation.npy", 7, seed=2)
+    sets = [f"checkpoint={mcore}", f"train_data=[{train}]", f"validation_data={valid}", f"seq_length={SEQ}",
+            "global_batch_size=4", "micro_batch_size=2", "max_steps=4", "eval_every_samples=8", "eval_skip=0",
+            "target=0.0", "lr=1e-2", "checkpoint_every_steps=2"]
+    return base, train, sets
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_checkpoint_of_other_settings_or_inputs_is_never_resumed(setup, tmp_path):
+    base, train, sets = setup
+    ckpt = tmp_path / "ckpt"
+    train_cli(tmp_path / "first", ckpt, *sets)  # leaves a complete checkpoint at step 2
+    assert (ckpt / "step_00000002" / "fingerprint.json").is_file()
+
+    other_lr = train_cli(tmp_path / "other_lr", ckpt, *sets, "lr=2e-2", check=False)
+    assert other_lr.returncode == 2, other_lr.stderr[-2000:]
+    last = other_lr.stderr.strip().splitlines()[-1]
+    assert "config.lr" in last and str(ckpt / "step_00000002") in last and f"remove {ckpt}" in last
+    assert not (tmp_path / "other_lr" / "metrics.json").exists()
+
+    changed = tmp_path / "train_changed.npy"
+    rows = np.load(train, allow_pickle=True)
+    rows[3]["input_ids"] = rows[3]["input_ids"][::-1].copy()  # same size, other content
+    np.save(changed, rows, allow_pickle=True)
+    other_data = train_cli(tmp_path / "other_data", ckpt, *[s for s in sets if not s.startswith("train_data")],
+                           f"train_data=[{changed}]", check=False)
+    assert other_data.returncode == 2 and f"inputs[{changed}]" in other_data.stderr
+
+    logging_only = train_cli(tmp_path / "same", ckpt, *sets, "log_every_steps=2")  # cadence keys do not define a run
+    assert "resumed from" in logging_only.stderr and "(step 2)" in logging_only.stderr
+
+
+def test_a_checkpoint_without_fingerprint_is_refused_by_name(setup, tmp_path):
+    base, _, sets = setup
+    ckpt = tmp_path / "ckpt"
+    train_cli(tmp_path / "first", ckpt, *sets)
+    (ckpt / "step_00000002" / "fingerprint.json").unlink()
+    proc = train_cli(tmp_path / "again", ckpt, *sets, check=False)
+    assert proc.returncode == 2 and "has no fingerprint.json" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_diverged_run_is_aborted_and_writes_no_nan(setup, tmp_path):
+    base, _, sets = setup
+    proc = train_cli(tmp_path / "nan", tmp_path / "nan_ckpt", *[s for s in sets if not s.startswith("lr=")],
+                     "lr=1e30", "max_steps=6", check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "diverged at step" in proc.stderr
+    metrics = _strict_json(tmp_path / "nan" / "metrics.json")
+    assert metrics["status"] == "aborted" and metrics["diverged"]["step"] < 6
+    stop = [json.loads(l.split(":::MLLOG ", 1)[1]) for l in (tmp_path / "nan" / "mlperf_log.txt").read_text().splitlines()
+            if '"run_stop"' in l]
+    assert [s["metadata"]["status"] for s in stop] == ["aborted"]
+    assert "NaN" not in (tmp_path / "nan" / "mlperf_log.txt").read_text()
+
+
+@pytest.mark.parametrize("key,value", [("lr", float("nan")), ("lr", -1e-4), ("lr", 0.0), ("clip_grad", float("inf"))])
+def test_non_finite_or_negative_optimizer_settings_are_refused_by_key(key, value):
+    with pytest.raises(PipelineInputError, match=key):
+        build_config("demo_lora_cpu", {"checkpoint": "x", key: value})
