@@ -156,3 +156,31 @@ def demo_base_overrides(wildcards=None):
         },
     }
     return yaml.safe_dump(fields, default_flow_style=True, width=10**6).strip()
+
+
+def _check_training_configs():
+    """Build every training job's TrainConfig now, so that `snakemake -n` refuses what the job would: an unknown
+    recipe or override key, a bad value, train weights that do not match the blend, a layout the launch cannot hold."""
+    from types import SimpleNamespace
+
+    from workflow_scripts.errors import PipelineInputError
+    from workflow_scripts.train_config import build_config
+
+    for workload, section in config["train"].items():
+        for seed in section["seeds"]:
+            fields = yaml.safe_load(train_overrides(workload, SimpleNamespace(seed=seed)))
+            try:
+                cfg = build_config(section["recipe"], fields)
+            except PipelineInputError as err:
+                _config_error(f"train.{workload} (recipe {section['recipe']!r}, seed {seed}): {err}")
+            world = section.get("nproc_per_node", 1) * train_nodes(workload)
+            if world % (cfg.tensor_parallel * cfg.pipeline_parallel):
+                _config_error(f"train.{workload}: tensor_parallel x pipeline_parallel = {cfg.tensor_parallel} x "
+                              f"{cfg.pipeline_parallel} does not divide the {world} processes of nproc_per_node x nodes")
+    try:
+        build_config("demo_base_cpu", yaml.safe_load(demo_base_overrides()))
+    except PipelineInputError as err:
+        _config_error(f"demo (the demo base model's shape): {err}")
+
+
+_check_training_configs()

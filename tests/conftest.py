@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# Content of placeholder inputs in planning tests: neither gzip nor JSON, so a plan that read or parsed one would fail.
+NOT_DATA = b"placeholder: planning must never read this file\n"
 
 
 # Fixtures whose tests are never part of `make test-fast`: the whole demo DAG and the real test Slurm.

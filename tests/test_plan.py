@@ -7,7 +7,7 @@ import math
 import pytest
 import yaml
 
-from conftest import copy_workflow
+from conftest import NOT_DATA, copy_workflow
 from workflow_scripts import plan
 from workflow_scripts.config_check import validate_config
 
@@ -73,12 +73,12 @@ def test_pretrain_plan_matches_hand_computation(workflow_copy, tmp_path):
     raw = tmp_path / "c4"
     raw.mkdir()
     for i in range(1024):
-        (raw / f"c4-train.{i:05d}-of-01024.json.gz").touch()  # empty: any read would fail
+        (raw / f"c4-train.{i:05d}-of-01024.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
     for i in range(8):
-        (raw / f"c4-validation.{i:05d}-of-00008.json.gz").touch()
+        (raw / f"c4-validation.{i:05d}-of-00008.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
     tok = tmp_path / "mixtral"
     tok.mkdir()
-    (tok / "tokenizer.json").touch()
+    (tok / "tokenizer.json").write_bytes(NOT_DATA)
     container = "--container-image=/images/llm.sqsh --container-mounts=/lustre:/lustre"
     override = _write(tmp_path / "site.yaml", {"c4": {"raw_dir": str(raw), "tokenizer": str(tok)},
                                                "train": {"pretrain": {"srun_extra": container}}})

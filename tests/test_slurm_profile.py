@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SNAKEMAKE, copy_workflow, run_snakemake
+from conftest import NOT_DATA, SNAKEMAKE, copy_workflow, run_snakemake
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
 from workflow_scripts.cli import FAIL_MODULE_ENV
 
@@ -108,10 +108,10 @@ def test_dry_run_of_405b_c4_config_with_slurm_profile_plans_without_data(plan_co
     raw = tmp_path / "c4"
     raw.mkdir()
     for i in range(1024):
-        (raw / f"c4-train.{i:05d}-of-01024.json.gz").touch()  # empty placeholders: any read would fail
+        (raw / f"c4-train.{i:05d}-of-01024.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
     for i in range(8):
-        (raw / f"c4-validation.{i:05d}-of-00008.json.gz").touch()
-    (tmp_path / "tokenizer.json").touch()
+        (raw / f"c4-validation.{i:05d}-of-00008.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
+    (tmp_path / "tokenizer.json").write_bytes(NOT_DATA)
     paths = tmp_path / "paths.yaml"
     paths.write_text(yaml.safe_dump({"c4": {"raw_dir": str(raw), "tokenizer": str(tmp_path / "tokenizer.json")}}))
     proc = _snakemake(plan_copy, "-n", "c4_data", "--profile", PROFILE, "--configfile",

@@ -81,3 +81,22 @@ def test_a_diverged_run_is_aborted_and_writes_no_nan(setup, tmp_path):
 def test_non_finite_or_negative_optimizer_settings_are_refused_by_key(key, value):
     with pytest.raises(PipelineInputError, match=key):
         build_config("demo_lora_cpu", {"checkpoint": "x", key: value})
+
+
+def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(setup, tmp_path):
+    base, _, sets = setup
+    six = [*sets, "max_steps=6"]
+    train_cli(tmp_path / "whole", tmp_path / "whole_ckpt", *six)  # uninterrupted; leaves checkpoints at steps 2, 4
+    ckpt = tmp_path / "whole_ckpt"
+    newest = ckpt / "step_00000004" / "rank_0.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated, still marked complete
+    again = train_cli(tmp_path / "again", ckpt, *six)
+    assert f"checkpoint {ckpt / 'step_00000004'} cannot be read" in again.stderr
+    assert f"resumed from {ckpt / 'step_00000002'} (step 2)" in again.stderr
+    losses = [line.split(",")[2] for line in (tmp_path / "again" / "steps.csv").read_text().splitlines()[1:]]
+    assert losses == [line.split(",")[2] for line in (tmp_path / "whole" / "steps.csv").read_text().splitlines()[1:]]
+
+    (ckpt / "step_00000002" / "rank_0.pt").write_bytes(b"")  # now no readable complete checkpoint is left
+    (ckpt / "step_00000004" / "rank_0.pt").write_bytes(b"")
+    none_left = train_cli(tmp_path / "none", ckpt, *six, check=False)
+    assert none_left.returncode == 2 and "no complete checkpoint in" in none_left.stderr.strip().splitlines()[-1]

@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from conftest import copy_workflow, run_snakemake
+from conftest import NOT_DATA, copy_workflow, run_snakemake
 from workflow_scripts.config_check import validate_config
 from workflow_scripts.errors import PipelineInputError
 
@@ -66,6 +66,24 @@ def test_snakemake_stops_before_any_rule_on_bad_config(workflow_copy, tmp_path):
     assert "config key c4.validation_docs: 'many' is not of type 'integer'" in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("train,message", [
+    ({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"learning_rate": 1.0}}},
+     "train.lora (recipe 'demo_lora_cpu', seed 1234): unknown train config key(s) ['learning_rate']"),
+    ({"lora": {"recipe": "llama3_lora_cpu", "seeds": [1234]}}, "unknown recipe 'llama3_lora_cpu'"),
+    ({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"lr": -1.0}}},
+     "lr must be a finite number > 0, got -1.0"),
+    ({"pretrain": {"recipe": "demo_pretrain_cpu", "seeds": [1234], "blend": ["c4-train.en_6", "c4-train.en_7"],
+                   "weights": [100]}}, "train_weights must have one weight per train_data entry"),
+    ({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"tensor_parallel": 2}}},
+     "tensor_parallel x pipeline_parallel = 2 x 1 does not divide the 1 processes"),
+])
+def test_dry_run_refuses_training_configs_the_job_would_refuse(workflow_copy, tmp_path, train, message):
+    override = tmp_path / "train.yaml"
+    override.write_text(yaml.safe_dump({"train": train}))
+    proc = run_snakemake(workflow_copy, "-n", "--configfile", str(override), check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-2000:]
+
+
 def test_lint_is_clean(workflow_copy):
     proc = run_snakemake(workflow_copy, "--lint", check=False)
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, proc.stdout[-3000:]
@@ -75,12 +93,12 @@ def _placeholder_c4(root, train=1024, validation=8):
     raw = root / "c4"
     raw.mkdir()
     for i in range(train):
-        (raw / f"c4-train.{i:05d}-of-{train:05d}.json.gz").touch()  # empty: any read would fail
+        (raw / f"c4-train.{i:05d}-of-{train:05d}.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
     for i in range(validation):
-        (raw / f"c4-validation.{i:05d}-of-{validation:05d}.json.gz").touch()
+        (raw / f"c4-validation.{i:05d}-of-{validation:05d}.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
     tok = root / "mixtral"
     tok.mkdir()
-    (tok / "tokenizer.json").touch()
+    (tok / "tokenizer.json").write_bytes(NOT_DATA)
     return raw, tok
 
 

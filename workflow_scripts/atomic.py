@@ -2,15 +2,56 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import logging
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+log = logging.getLogger("atomic")
+# .<name>.tmp<tag>-<pid><suffix>: what temp_sibling makes, plus suffixes a writer adds (.bin, .idx, .lengths.tmp)
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<tag>[A-Za-z0-9_]*)-(?P<pid>\d+)(?P<suffix>(\.[A-Za-z0-9_]+)*)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary siblings of `path` left by writers that died without cleaning up (SIGKILL, OOM, a node
+    lost): files or folders whose process no longer exists on this host. Snakemake never runs two jobs writing the
+    same output, so a temp of a live process is the only kind kept. Returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
+        match = _TEMP.match(entry.name)
+        if not match or match["name"] != path.name or _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        log.warning("removed %s, left by a writer (pid %s) that no longer runs", entry, match["pid"])
+        removed.append(entry)
+    return removed
+
 
 def temp_sibling(path: str | os.PathLike[str], tag: str = "") -> Path:
-    """A hidden name in the same directory (same filesystem, so the final rename is atomic)."""
+    """A hidden name in the same directory (same filesystem, so the final rename is atomic). Stale temporaries of
+    the same path, left by a writer that was killed, are removed first."""
     path = Path(path)
+    remove_stale_temps(path)
     return path.with_name(f".{path.name}.tmp{tag}-{os.getpid()}")
 
 

@@ -355,13 +355,33 @@ class Trainer:
                               self.full_model, metadata=metadata)
         log.info("checkpoint saved at step %d -> %s", step, self.ckpt_dir)
 
+    def _resume(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The newest complete checkpoint that every rank reads without error, and its progress. A corrupt one (a
+        truncated file, a bad disk) is named and the previous complete one is used."""
+        tried: list[str] = []
+        for candidate in train_checkpoint.complete_checkpoints(self.ckpt_dir):
+            error = None
+            try:
+                progress = train_checkpoint.load(candidate, self.model, self.optimizer, self.full_model)
+            except Exception as err:  # noqa: BLE001 - any failure to read it makes this checkpoint unusable
+                error = f"{type(err).__name__}: {err}"
+            failed = torch.tensor([0 if error is None else 1], device=self.device)
+            torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
+            if not int(failed):
+                log.info("resumed from %s (step %d)", candidate, progress["step"])
+                return candidate, progress
+            log.warning("checkpoint %s cannot be read (%s); trying the previous complete one", candidate,
+                        error or "on another rank")
+            tried.append(str(candidate))
+        if tried:  # the model may hold part of one of them: never start over on top of it
+            raise PipelineInputError(f"no complete checkpoint in {self.ckpt_dir} can be read ({', '.join(tried)}); "
+                                     f"remove {self.ckpt_dir} to start this run afresh")
+        return None, None
+
     def run(self) -> int:
         cfg = self.cfg
-        resume = train_checkpoint.newest_complete(self.ckpt_dir)
-        progress: dict[str, Any] = {"step": 0, "evals": [], "run_time_s": 0.0, "status": None}
-        if resume is not None:
-            progress = train_checkpoint.load(resume, self.model, self.optimizer, self.full_model)
-            log.info("resumed from %s (step %d)", resume, progress["step"])
+        resume, saved = self._resume()
+        progress: dict[str, Any] = saved or {"step": 0, "evals": [], "run_time_s": 0.0, "status": None}
         self._open_live(progress.get("offsets") if resume is not None else None)
         mllog = self._run_log() if self.rank == 0 else None
         if mllog and resume is None:

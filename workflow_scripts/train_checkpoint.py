@@ -19,11 +19,16 @@ import torch
 COMPLETE = "complete"
 
 
-def newest_complete(ckpt_dir: str | Path) -> Path | None:
+def complete_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Step folders marked complete, newest first."""
     ckpt_dir = Path(ckpt_dir)
     steps = sorted(ckpt_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1])) if ckpt_dir.is_dir() else []
-    complete = [p for p in steps if (p / COMPLETE).is_file()]
-    return complete[-1] if complete else None
+    return [p for p in reversed(steps) if (p / COMPLETE).is_file()]
+
+
+def newest_complete(ckpt_dir: str | Path) -> Path | None:
+    complete = complete_checkpoints(ckpt_dir)
+    return complete[0] if complete else None
 
 
 def spawn_writer_helper_ignoring(signals: tuple[int, ...]) -> None:
