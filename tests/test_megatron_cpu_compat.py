@@ -22,7 +22,7 @@ def _patched_functions():
     from megatron.core.dist_checkpointing.strategies import filesystem_async, state_dict_saver
     from megatron.core.models.common.embeddings import rotary_pos_embedding
     from megatron.core.pipeline_parallel import p2p_communication, schedules
-    from megatron.core.tensor_parallel import mappings
+    from megatron.core.tensor_parallel import layers, mappings
 
     p2p = p2p_communication.P2PCommunicator
     return {
@@ -35,6 +35,7 @@ def _patched_functions():
         "pipeline_schedule_token_count": [schedules.forward_backward_no_pipelining,
                                           schedules.forward_backward_pipelining_without_interleaving,
                                           schedules.forward_backward_pipelining_with_interleaving],
+        "sequence_parallel_dgrad_device": [layers.LinearWithGradAccumulationAndAsyncCommunication.backward],
     }
 
 
@@ -95,3 +96,21 @@ def test_gpt_model_forward_backward_on_cpu():
     assert logits.shape == (2, 8, 128)
     logits.sum().backward()
     assert model.decoder.layers[0].self_attention.linear_qkv.weight.grad is not None
+
+
+def test_gloo_has_the_sequence_parallel_collectives(tmp_path):
+    """Sequence parallelism all-gathers and reduce-scatters along the sequence (torch's all_gather_into_tensor /
+    reduce_scatter_tensor). gloo implements both in this torch, so the layer patches no collective: if a torch pin
+    loses one, this says so."""
+    import torch.distributed as dist
+
+    dist_ok = not dist.is_initialized()
+    if dist_ok:
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    x = torch.arange(6.0)
+    gathered, scattered = torch.empty(6), torch.empty(6)
+    dist.all_gather_into_tensor(gathered, x)
+    dist.reduce_scatter_tensor(scattered, x)
+    assert torch.equal(gathered, x) and torch.equal(scattered, x)
+    if dist_ok:
+        dist.destroy_process_group()

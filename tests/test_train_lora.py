@@ -122,14 +122,22 @@ def test_eval_metric_equals_transformers_on_the_merged_model(setup, uninterrupte
 
 
 @pytest.mark.slow  # several processes (gloo)
-def test_tp2_gives_the_tp1_losses(setup, tmp_path):
+@pytest.mark.parametrize("sequence_parallel", [False, True], ids=["tp2", "tp2_sequence_parallel"])
+def test_tp2_gives_the_tp1_losses(setup, tmp_path, sequence_parallel):
+    """All four LoRA targets (both parallel kinds, replicated factors whose gradients SP leaves partial); clipping
+    active (clip 0.3, grad norms above it) so a wrong gradient norm shows too."""
     base, *_, sets = setup
     sets = [*sets, "lora={rank: 16, alpha: 32, dropout: 0.0, targets: [linear_qkv, linear_proj, linear_fc1, linear_fc2]}",
             "max_steps=3"]
     train_cli(tmp_path / "tp1", tmp_path / "tp1c", *sets)
-    train_cli(tmp_path / "tp2", tmp_path / "tp2c", *sets, "tensor_parallel=2", nproc=2)
+    train_cli(tmp_path / "tp2", tmp_path / "tp2c", *sets, "tensor_parallel=2", f"sequence_parallel={sequence_parallel}",
+              nproc=2)
     one, two = _losses(tmp_path / "tp1"), _losses(tmp_path / "tp2")
     assert len(one) == 3 and max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+    resolved = json.loads((tmp_path / "tp2" / "resolved_config.json").read_text())
+    assert resolved["sequence_parallel"] is sequence_parallel
+    norms = [[float(r["grad_norm"]) for r in csv.DictReader(open(tmp_path / run / "steps.csv"))] for run in ("tp1", "tp2")]
+    assert max(abs(a - b) / a for a, b in zip(*norms)) < 1e-4, norms
 
 
 @pytest.mark.slow  # several processes (gloo)

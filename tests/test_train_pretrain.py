@@ -71,10 +71,14 @@ def test_pretraining_on_own_indexed_data(tokenized, tmp_path):
 
 
 @pytest.mark.slow  # several processes (gloo)
-def test_pp2_pretraining_equals_pp1_and_its_model_exports_the_same(tokenized, tmp_path):
-    """Two pipeline stages give the same losses and log perplexity as one process, and the final checkpoint (saved
-    from two stages) exports to the same HF tensors. Both start from one converted checkpoint: random init draws
-    each stage's layers from its own RNG stream, so it differs between layouts (as in Megatron-LM)."""
+@pytest.mark.parametrize("layout", [{"pipeline_parallel": 2}, {"tensor_parallel": 2, "sequence_parallel": True}],
+                         ids=["pp2", "tp2_sequence_parallel"])
+def test_two_process_layout_pretraining_equals_one_and_its_model_exports_the_same(tokenized, tmp_path, layout):
+    """Two pipeline stages, or TP 2 with sequence parallelism (every weight trained, so the norms' partial
+    gradients over each rank's sequence slice must be summed), give the same losses, gradient norms and log
+    perplexity as one process, and the final checkpoint (saved from two ranks) exports to the same HF tensors. Both
+    start from one converted checkpoint: random init draws each stage's layers from its own RNG stream, so it
+    differs between layouts (as in Megatron-LM)."""
     from safetensors.torch import load_file
 
     base, prefixes, val = tokenized
@@ -85,19 +89,26 @@ def test_pp2_pretraining_equals_pp1_and_its_model_exports_the_same(tokenized, tm
             "eval_samples=12", "eval_skip=0", "target=0.5"]
     _run("workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
          *sets)
-    for name, launch in (("pp1", []), ("pp2", ["-m", "torch.distributed.run", "--nproc-per-node=2",
+    for name, launch in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc-per-node=2",
                                                  f"--master-port={free_port()}"])):
-        extra = ["pipeline_parallel=2"] if name == "pp2" else []
+        extra = [f"{k}={v}" for k, v in layout.items()] if name == "two" else []
         _run_cmd([*launch, "-m", "workflow_scripts.train", "--recipe", "demo_pretrain_cpu", "--out",
                   str(tmp_path / name), "--ckpt-dir", str(tmp_path / f"{name}_ckpt"), *sets, *extra])
         _run("workflow_scripts.convert", "mcore-to-hf", "--mcore", str(tmp_path / name / "checkpoint"),
              "--out", str(tmp_path / f"{name}_hf"))
-    one, two = ([float(r["loss"]) for r in csv.DictReader(open(tmp_path / run / "steps.csv"))] for run in ("pp1", "pp2"))
+    steps = [list(csv.DictReader(open(tmp_path / run / "steps.csv"))) for run in ("one", "two")]
+    one, two = ([float(r["loss"]) for r in run] for run in steps)
     assert len(one) == 4 and max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
-    evals = [json.loads((tmp_path / run / "metrics.json").read_text())["evals"] for run in ("pp1", "pp2")]
+    norms = [[float(r["grad_norm"]) for r in run] for run in steps]
+    assert max(abs(a - b) / a for a, b in zip(*norms)) < 1e-4, norms
+    evals = [json.loads((tmp_path / run / "metrics.json").read_text())["evals"] for run in ("one", "two")]
     assert len(evals[0]) == 2 and all(abs(a["eval_loss"] - b["eval_loss"]) < 1e-5 for a, b in zip(*evals))
-    assert json.loads((tmp_path / "pp2" / "checkpoint" / "model_config.json").read_text())[
-        "pipeline_model_parallel_size"] == 2
-    assert json.loads((tmp_path / "pp2" / "metrics.json").read_text())["parallel"]["pipeline"] == 2
-    hf1, hf2 = (load_file(next((tmp_path / f"{run}_hf").glob("*.safetensors"))) for run in ("pp1", "pp2"))
+    saved = json.loads((tmp_path / "two" / "checkpoint" / "model_config.json").read_text())
+    parallel = json.loads((tmp_path / "two" / "metrics.json").read_text())["parallel"]
+    if "pipeline_parallel" in layout:
+        assert saved["pipeline_model_parallel_size"] == 2 and parallel["pipeline"] == 2
+    else:
+        assert saved["tensor_model_parallel_size"] == 2 and parallel["tensor"] == 2
+        assert json.loads((tmp_path / "two" / "resolved_config.json").read_text())["sequence_parallel"] is True
+    hf1, hf2 = (load_file(next((tmp_path / f"{run}_hf").glob("*.safetensors"))) for run in ("one", "two"))
     assert hf1.keys() == hf2.keys() and max(float((hf1[k] - hf2[k]).abs().max()) for k in hf1) < 1e-5

@@ -258,14 +258,29 @@ def layer_spec(spec: str):
     from megatron.core.models.gpt import gpt_layer_specs
 
     if spec == "local":
+        from .local_norm import LocalRMSNorm
         from .sdpa_attention import SdpaDotProductAttention
 
         local = gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
         local.submodules.self_attention.submodules.core_attention = SdpaDotProductAttention
+        local.submodules.input_layernorm = local.submodules.pre_mlp_layernorm = LocalRMSNorm
         return local
     if spec == "te":
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
     raise PipelineInputError(f"spec must be 'te' or 'local', got {spec!r}")
+
+
+def block_spec(spec: str, config):
+    """The decoder of this pipeline stage: `layer_spec` for each of its layers and, for the local spec, a final norm
+    that runs under sequence parallelism (megatron would pick WrappedTorchNorm, which refuses it)."""
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+
+    layer = layer_spec(spec)
+    if spec != "local":
+        return layer
+    from .local_norm import LocalRMSNorm
+
+    return TransformerBlockSubmodules(layer_specs=[layer] * get_num_layers_to_build(config), layer_norm=LocalRMSNorm)
 
 
 def build_gpt_model(cfg: LlamaConfig, spec: str = "local", params_dtype: torch.dtype | None = None,
@@ -284,9 +299,10 @@ def build_gpt_model(cfg: LlamaConfig, spec: str = "local", params_dtype: torch.d
     cfg.check_parallel(tp, pp)
     if spec == "local":  # the local attention's fused softmax needs Megatron-LM's compiled kernel (not in the wheel)
         config_overrides.setdefault("masked_softmax_fusion", False)
+    config = transformer_config(cfg, tp, pp, params_dtype, **config_overrides)
     model = GPTModel(
-        config=transformer_config(cfg, tp, pp, params_dtype, **config_overrides),
-        transformer_layer_spec=layer_spec(spec),
+        config=config,
+        transformer_layer_spec=block_spec(spec, config),
         vocab_size=cfg.padded_vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

@@ -7,6 +7,11 @@ Adapters are child modules `lora` of the base linear, applied through a forward 
   like the base rows (fc1: [gate_i; up_i]);
 - row-parallel base (linear_proj, linear_fc2): A [r, in/tp] sharded like the base columns, its output summed with
   `reduce_from_tensor_model_parallel_region`, B [out, r] replicated.
+Under sequence parallelism the base linears take / give activations split along the sequence ([s/tp, b, h]), so the
+adapters gather / reduce-scatter their rank-r activations instead (r columns cross the wire, not h): column kind
+A x_slice -> `gather_from_sequence_parallel_region` -> B; row kind A_i x_i -> `reduce_scatter_to_sequence_parallel_region`
+-> B. The replicated factor then sees only this rank's slice, so its gradient is a partial sum: it is marked
+`sequence_parallel` and summed over the TP group (megatron's finalize_model_grads, train_optim on the CPU path).
 PEFT semantics: y = W x + (alpha / r) * B A dropout(x); A kaiming-uniform, B zeros, so training starts at the base.
 """
 from __future__ import annotations
@@ -55,9 +60,9 @@ class LoraAdapter(nn.Module):
     """The two low-rank factors of one base linear, laid out for its tensor-parallel kind."""
 
     def __init__(self, kind: str, in_features: int, out_features: int, settings: LoraSettings, tp_size: int,
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, sequence_parallel: bool = False):
         super().__init__()
-        self.kind, self.scale = kind, settings.scale
+        self.kind, self.scale, self.sequence_parallel = kind, settings.scale, sequence_parallel
         self.dropout = nn.Dropout(settings.dropout)
         in_local = in_features // tp_size if kind == "row" else in_features
         out_local = out_features // tp_size if kind == "column" else out_features
@@ -67,16 +72,29 @@ class LoraAdapter(nn.Module):
         sharded, replicated = (self.lora_B, self.lora_A) if kind == "column" else (self.lora_A, self.lora_B)
         sharded.tensor_model_parallel, sharded.partition_dim, sharded.partition_stride = True, (0 if kind == "column" else 1), 1
         replicated.tensor_model_parallel = False
+        replicated.sequence_parallel = sequence_parallel
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.sequence_parallel and self.kind == "column" and self.training):
+            return self.dropout(x)
+        # x is this rank's sequence slice: draw its mask from the per-TP-rank stream, as megatron does for
+        # dropout inside sequence-parallel regions (the shared stream would repeat one mask on every slice)
+        from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+        with get_cuda_rng_tracker().fork():
+            return self.dropout(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from megatron.core.tensor_parallel.mappings import (copy_to_tensor_model_parallel_region,
-                                                            reduce_from_tensor_model_parallel_region)
+        from megatron.core.tensor_parallel import mappings
 
-        h = torch.nn.functional.linear(self.dropout(x), self.lora_A)
-        if self.kind == "column":
-            h = copy_to_tensor_model_parallel_region(h)
+        h = torch.nn.functional.linear(self._dropout(x), self.lora_A)
+        if self.sequence_parallel:
+            h = (mappings.gather_from_sequence_parallel_region(h) if self.kind == "column"
+                 else mappings.reduce_scatter_to_sequence_parallel_region(h))
+        elif self.kind == "column":
+            h = mappings.copy_to_tensor_model_parallel_region(h)
         else:
-            h = reduce_from_tensor_model_parallel_region(h)
+            h = mappings.reduce_from_tensor_model_parallel_region(h)
         return self.scale * torch.nn.functional.linear(h, self.lora_B)
 
 
@@ -129,7 +147,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings, seed: int) -> int:
             out_local, in_local = weight.shape
             in_full = in_local * tp if kind == "row" else in_local
             out_full = out_local * tp if kind == "column" else out_local
-            adapter = LoraAdapter(kind, in_full, out_full, settings, tp, weight.dtype, weight.device)
+            adapter = LoraAdapter(kind, in_full, out_full, settings, tp, weight.dtype, weight.device,
+                                  sequence_parallel=bool(model.config.sequence_parallel))
             generator = torch.Generator().manual_seed(seed * 1000 + (layer.layer_number - 1) * 10 + list(TARGET_MODULES).index(target))
             full_a = torch.empty(settings.rank, in_full)
             bound = 1.0 / math.sqrt(in_full)

@@ -8,6 +8,7 @@ code no longer touches CUDA) or insufficient (a new CUDA call) shows up as a fai
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import types
 from typing import Any, Callable, Iterator
@@ -23,6 +24,7 @@ PATCH_NAMES = (
     "tp_collectives_device",
     "pipeline_p2p_device",
     "pipeline_schedule_token_count",
+    "sequence_parallel_dgrad_device",
 )
 
 _applied: list[str] = []
@@ -205,6 +207,19 @@ def _patch_pipeline_schedules() -> None:
         setattr(schedules, name, _with_cpu_torch(getattr(schedules, name)))
 
 
+def _patch_sequence_parallel_dgrad() -> None:
+    # Under sequence parallelism a trained linear's backward reduce-scatters its input gradient into a buffer
+    # allocated on torch.cuda.current_device(). The function sits under torch.amp's custom_bwd: patch the inner one
+    # and wrap it again. (gloo itself has reduce_scatter_tensor / all_gather_into_tensor since torch 2.x: no patch.)
+    from megatron.core.tensor_parallel import layers
+
+    cls = layers.LinearWithGradAccumulationAndAsyncCommunication
+    inner = cls.__dict__["backward"].__func__.__wrapped__
+    patched = _with_cpu_torch(inner)
+    cls.backward = staticmethod(functools.wraps(inner)(layers.custom_bwd(patched)))
+    cls.backward._cpu_compat_patch = True  # type: ignore[attr-defined]
+
+
 _PATCHES: dict[str, Callable[[], None]] = {
     "rope_inv_freq_device": _patch_rope,
     "global_memory_buffer_device": _patch_memory_buffer,
@@ -214,6 +229,7 @@ _PATCHES: dict[str, Callable[[], None]] = {
     "tp_collectives_device": _patch_tp_collectives,
     "pipeline_p2p_device": _patch_pipeline_p2p,
     "pipeline_schedule_token_count": _patch_pipeline_schedules,
+    "sequence_parallel_dgrad_device": _patch_sequence_parallel_dgrad,
 }
 
 

@@ -97,6 +97,8 @@ def build_model(cfg: TrainConfig, recompute: str = "none"):
             raise PipelineInputError("train config: precision fp8 needs spec te (Transformer Engine)")
         overrides.update(fp8="hybrid", fp8_recipe=cfg.fp8_recipe, fp8_amax_history_len=cfg.fp8_amax_history_len,
                          fp8_dot_product_attention=fp8_attention(cfg))
+    if cfg.sequence_parallel:
+        overrides["sequence_parallel"] = True
     if recompute == "full":
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif recompute == "selective":
@@ -249,7 +251,7 @@ class Trainer:
 
     # one optimizer step
     def train_step(self, step: int) -> dict[str, float]:
-        from .train_optim import average_data_parallel_grads, clip_grad_norm
+        from .train_optim import average_data_parallel_grads, clip_grad_norm, sum_sequence_parallel_grads
 
         lr = self.lr_at(step)
         for group in self.optimizer.param_groups:
@@ -274,6 +276,7 @@ class Trainer:
         if self.megatron_optimizer:
             grad_norm = self.optimizer.step()  # DP reduce, clip, update
         else:
+            sum_sequence_parallel_grads(self.params)
             average_data_parallel_grads(self.params)
             grad_norm = clip_grad_norm(self.params, self.cfg.clip_grad)
             self.optimizer.step()

@@ -34,6 +34,10 @@ class TrainConfig:
     fp8_attention: bool = False
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
+    # sequence parallelism, on by default wherever tensor_parallel > 1 (set to false at tensor_parallel 1, where it
+    # does not exist): norms, dropout and the activations between the TP regions split along the sequence over the
+    # TP group (all-gather / reduce-scatter instead of all-reduce), as NVIDIA's MLPerf configs run TP
+    sequence_parallel: bool = True
     # activation recompute: auto (from a memory estimate: none if it fits the GPU, then selective, then full; none on
     # CPU) | none | selective (attention core) | full (whole layers: the references' gradient checkpointing);
     # true / false mean full / none
@@ -92,6 +96,11 @@ class TrainConfig:
                     "max_steps", "eval_every_samples"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.tensor_parallel == 1:
+            object.__setattr__(self, "sequence_parallel", False)  # the resolved config shows what runs
+        if self.sequence_parallel and self.seq_length % self.tensor_parallel:
+            bad("seq_length", f"{self.seq_length} must be a multiple of tensor_parallel {self.tensor_parallel} with "
+                "sequence_parallel")
         if self.global_batch_size % self.micro_batch_size:
             bad("global_batch_size", f"{self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}")
         for key in ("lr", "min_lr", "weight_decay", "clip_grad", "adam_eps"):
@@ -141,7 +150,8 @@ def _lora(**kw: Any) -> LoraSettings:
 
 def llama2_70b_lora_8xh100_fp8(**overrides: Any) -> TrainConfig:
     """MLPerf llama2_70b_lora reference hyperparameters (mlperf-spec §1.7), TE spec, fp8 with FP8 attention (as
-    NVIDIA's MLPerf config; +2.6% on the 7B shape, docs/performance.md), TP 4 on 8 H100s; recompute from memory."""
+    NVIDIA's MLPerf config; +2.6% on the 7B shape, docs/performance.md), TP 4 with sequence parallelism on 8 H100s;
+    recompute from memory."""
     base = dict(workload="lora", recipe="llama2_70b_lora_8xh100_fp8", spec="te", precision="fp8", fp8_attention=True,
                 tensor_parallel=4, recompute_activations="auto", seq_length=8192, global_batch_size=8, micro_batch_size=1, lr=4e-4,
                 lr_schedule="cosine", weight_decay=1e-4, adam_beta2=0.999, adam_eps=1e-8, clip_grad=0.3,

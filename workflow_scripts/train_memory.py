@@ -125,5 +125,5 @@ def layout_for(cfg, model_cfg, dp: int) -> MemoryLayout:
                         heads=m.num_attention_heads, layers=m.num_layers, vocab=vocab, params=params,
                         trainable_params=trainable, lora_inputs=lora_inputs, seq=cfg.seq_length,
                         micro_batch=cfg.micro_batch_size, tp=cfg.tensor_parallel, pp=cfg.pipeline_parallel, dp=dp,
-                        sp=False, precision=cfg.precision, spec=cfg.spec,
+                        sp=cfg.sequence_parallel, precision=cfg.precision, spec=cfg.spec,
                         distributed_optimizer=cfg.distributed_optimizer, frozen_base=cfg.lora is not None)

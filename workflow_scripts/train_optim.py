@@ -1,5 +1,6 @@
 """Optimizer pieces for the CPU path (megatron's optimizer, DDP and clip_grads are CUDA-only in megatron-core 0.16):
-AdamW with weight-decay groups, data-parallel gradient averaging, and TP-aware gradient-norm clipping."""
+AdamW with weight-decay groups, data-parallel gradient averaging, the tensor-parallel sum of sequence-parallel
+gradients, and TP-aware gradient-norm clipping."""
 from __future__ import annotations
 
 import torch
@@ -29,6 +30,20 @@ def average_data_parallel_grads(params: list[torch.nn.Parameter]) -> None:
         if p.grad is not None:
             torch.distributed.all_reduce(p.grad, group=group)
             p.grad /= parallel_state.get_data_parallel_world_size()
+
+
+def sum_sequence_parallel_grads(params: list[torch.nn.Parameter]) -> None:
+    """Parameters replicated over TP but applied to this rank's sequence slice (norm weights, replicated LoRA factors
+    under sequence parallelism: attribute `sequence_parallel`) hold partial gradients: sum them over the TP group,
+    as megatron's finalize_model_grads does on the GPU path."""
+    from megatron.core import parallel_state
+
+    if parallel_state.get_tensor_model_parallel_world_size() == 1:
+        return
+    group = parallel_state.get_tensor_model_parallel_group()
+    for p in params:
+        if p.grad is not None and getattr(p, "sequence_parallel", False):
+            torch.distributed.all_reduce(p.grad, group=group)
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
