@@ -134,8 +134,11 @@ def read_model_config(mcore_dir: Path | str) -> tuple[LlamaConfig, dict]:
     path = Path(mcore_dir) / MODEL_CONFIG
     if not path.is_file():
         raise PipelineInputError(f"{path}: not found (written by `convert hf-to-mcore`)")
-    meta = json.loads(path.read_text())
-    return LlamaConfig.from_json(meta["model"]), meta
+    try:
+        meta = json.loads(path.read_text())
+        return LlamaConfig.from_json(meta["model"]), meta
+    except (json.JSONDecodeError, KeyError, TypeError) as err:  # TypeError names a missing or unknown model key
+        raise PipelineInputError(f"{path}: not a {MODEL_CONFIG} of this converter ({type(err).__name__}: {err})") from err
 
 
 def _hf_layer_tensors(reader: McoreReader, cfg: LlamaConfig, layer: int, lora: LoraAdapter | None) -> dict[str, torch.Tensor]:
