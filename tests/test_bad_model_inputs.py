@@ -1,13 +1,19 @@
-"""Bad checkpoint inputs end with exit 2 and one line naming the file and key, and publish nothing: Git LFS pointers,
-cut shards, wrong-typed or missing config.json keys, a stale model_config.json."""
+"""Bad checkpoint inputs and a full disk during conversion end with exit 2 and one line naming the file and key (or
+the output being written), and publish nothing: Git LFS pointers, cut shards, wrong-typed or missing config.json
+keys, a stale model_config.json, and the errors torch, DCP and safetensors raise when the disk fills."""
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 
 import pytest
+import torch
+from safetensors import SafetensorError
+from torch.distributed.checkpoint.api import CheckpointException
 
-from workflow_scripts import convert, hf_checkpoint
+from workflow_scripts import convert, hf_checkpoint, mcore_checkpoint
+from workflow_scripts.atomic import is_disk_full
 from workflow_scripts.demo_llama import write_llama
 from workflow_scripts.errors import PipelineInputError
 from workflow_scripts.lfs_pointer import SPEC_LINE
@@ -16,6 +22,10 @@ from workflow_scripts.llama_model import LlamaConfig, load_hf_config
 CFG = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_attention_heads=4,
                   num_query_groups=2, head_dim=8, max_position_embeddings=64)
 SHARD = "model-00001-of-00002.safetensors"
+# The messages of torch's zip writer on a full disk, as users report them (torch.save to a path).
+TORCH_WRITE_FAILED = ("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file data/37: "
+                      "file write failed")
+TORCH_UNEXPECTED_POS = "[enforce fail at inline_container.cc:664] . unexpected pos 56833600 vs 56833492"
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +128,65 @@ def test_model_config_without_a_model_key_is_named(models, tmp_path):
     with pytest.raises(PipelineInputError, match=r"model_config\.json: not a model_config\.json of this converter "
                                                  r"\(TypeError: .*'hidden_size'"):
         convert.read_model_config(mcore)
+
+
+# ---- 7. a full disk while writing ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message", [TORCH_WRITE_FAILED, TORCH_UNEXPECTED_POS])
+def test_torch_zip_writer_failure_is_a_full_disk_naming_the_output(models, tmp_path, capsys, monkeypatch, message):
+    """torch.save to a path (common.pt, after the tensor files are written) fails as torch does on a full disk."""
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if not hasattr(f, "write"):  # a path: the file-object writes of DCP and the extra state go through
+            raise RuntimeError(message)
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(mcore_checkpoint.torch, "save", save)
+    out = tmp_path / "out"
+    assert _to_mcore(models[0], out) == 2
+    assert _only_error(capsys) == f"error: No space left on device writing {out}"
+    assert _nothing_published(out)
+
+
+def test_enospc_in_the_checkpoint_writer_is_a_full_disk_naming_the_output(models, tmp_path, capsys, monkeypatch):
+    import torch.distributed.checkpoint.filesystem as dcp_files
+
+    def write_item(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dcp_files, "_write_item", write_item)
+    out = tmp_path / "out"
+    assert _to_mcore(models[0], out, "--threads", "1") == 2
+    assert _only_error(capsys) == f"error: No space left on device writing {out}"
+    assert _nothing_published(out)
+
+
+def test_safetensors_full_disk_in_mcore_to_hf_names_the_output(models, tmp_path, capsys, monkeypatch):
+    real_save_file = hf_checkpoint.save_file
+    calls = []
+
+    def save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:  # the first shard is complete on disk, the second one does not fit
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(hf_checkpoint, "save_file", save_file)
+    out = tmp_path / "back"
+    assert convert.main(["mcore-to-hf", "--mcore", str(models[1]), "--out", str(out)]) == 2
+    assert _only_error(capsys) == f"error: No space left on device writing {out}"
+    assert len(calls) == 2 and _nothing_published(out)
+
+
+def test_only_write_failures_count_as_a_full_disk():
+    no_space = OSError(errno.ENOSPC, "No space left on device")
+    assert is_disk_full(CheckpointException("save failed", {0: (no_space, None)}))
+    assert is_disk_full(RuntimeError(TORCH_WRITE_FAILED))
+    wrapped = RuntimeError("writer failed")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert is_disk_full(wrapped)
+    reader = RuntimeError("[enforce fail at inline_container.cc:245] . PytorchStreamReader failed reading zip archive: "
+                          "failed finding central directory")
+    assert not is_disk_full(reader)
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
