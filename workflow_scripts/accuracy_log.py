@@ -38,8 +38,9 @@ def write_accuracy_log(path: Path | str, outputs: Iterable[tuple[int, Sequence[i
     return len(entries)
 
 
-def read_accuracy_log(path: Path | str, dtype: str = DTYPE) -> dict[int, list[int]]:
-    """qsl_idx -> generated ids; duplicated qsl_idx keep their first entry (as evaluate-accuracy.py)."""
+def read_accuracy_log(path: Path | str, dtype: str = DTYPE, vocab_size: int | None = None) -> dict[int, list[int]]:
+    """qsl_idx -> generated ids; duplicated qsl_idx keep their first entry (as evaluate-accuracy.py). With
+    `vocab_size`, an id outside [0, vocab_size) is refused: decoding would drop it silently and score the rest."""
     path = Path(path)
     if not path.is_file():
         raise PipelineInputError(f"{path}: accuracy log missing")
@@ -53,8 +54,17 @@ def read_accuracy_log(path: Path | str, dtype: str = DTYPE) -> dict[int, list[in
     for number, entry in enumerate(entries):
         try:
             idx, data = int(entry["qsl_idx"]), entry["data"]
-            ids = np.frombuffer(bytes.fromhex(data), dtype).tolist()
+            ids = np.frombuffer(bytes.fromhex(data), dtype)
         except (KeyError, TypeError, ValueError) as err:
             raise PipelineInputError(f"{path}: entry {number}: bad accuracy-log entry ({err})") from None
-        generated.setdefault(idx, ids)
+        if vocab_size is not None:
+            _check_vocabulary(path, number, idx, ids, vocab_size)
+        generated.setdefault(idx, ids.tolist())
     return generated
+
+
+def _check_vocabulary(path: Path, number: int, idx: int, ids: np.ndarray, vocab_size: int) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
+        raise PipelineInputError(f"{path}: entry {number} (qsl_idx {idx}): token id {bad} is outside the tokenizer's "
+                                 f"vocabulary (0..{vocab_size - 1})")

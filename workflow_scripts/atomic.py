@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -10,6 +11,8 @@ import re
 import shutil
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from .errors import DiskFullError, PipelineInputError
 
 log = logging.getLogger("atomic")
 # .<name>.tmp<tag>-<pid><suffix>: what temp_sibling makes, plus suffixes a writer adds (.bin, .idx, .lengths.tmp)
@@ -84,3 +87,54 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
         handle.write("\n")
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Write failures that carry no errno. torch's zip writer (torch.save to a path) says "[enforce fail at
+# inline_container.cc:858] . PytorchStreamWriter failed writing file data/37: file write failed" or "[enforce fail at
+# inline_container.cc:664] . unexpected pos 56833600 vs 56833492" (a full disk, in practice; its reader's errors, also
+# from inline_container.cc, are not matched); safetensors says "Error while serializing: I/O error: No space left on
+# device (os error 28)".
+_TORCH_WRITER_FAILURES = ("PytorchStreamWriter failed", "unexpected pos")
+_NO_SPACE_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """The error, what it was raised from, and the per-rank failures that torch.distributed.checkpoint wraps."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [current.__cause__, current.__context__]
+        failures = getattr(current, "failures", None)
+        if isinstance(failures, dict):
+            todo += [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+
+
+def is_disk_full(err: BaseException) -> bool:
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
+            return True
+        text = str(cause)
+        if "inline_container.cc" in text and any(failure in text for failure in _TORCH_WRITER_FAILURES):
+            return True
+        if any(no_space in text for no_space in _NO_SPACE_TEXTS):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def naming_full_disk(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a write that ran out of space (an errno, or torch's message without one) into one line naming `path`."""
+    try:
+        yield
+    except (PipelineInputError, KeyboardInterrupt, SystemExit):  # bad input (or already named) stays as it is
+        raise
+    except BaseException as err:  # torch.distributed.checkpoint's CheckpointException is a BaseException
+        if not is_disk_full(err):
+            raise
+        raise DiskFullError(f"No space left on device writing {path}") from err

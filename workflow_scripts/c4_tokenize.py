@@ -28,6 +28,7 @@ from .atomic import temp_sibling, write_json
 from .cli import run_main
 from .errors import PipelineInputError
 from .indexed_dataset import IndexedDatasetWriter, optimal_dtype
+from .json_input import lone_surrogate
 from .progress import Progress
 from .tokenizer_files import load_tokenizer, special_token_id, tokenizer_sha256
 
@@ -71,6 +72,8 @@ def read_documents(path: Path, batch_docs: int = BATCH_DOCS, sources: list[dict]
                 text = doc["text"]
                 if not isinstance(text, str):
                     raise PipelineInputError(f"{path}:{line_no}: 'text' is {type(text).__name__}, not a string")
+                if problem := lone_surrogate(line, text):
+                    raise PipelineInputError(f"{path}:{line_no}: 'text' {problem}")
                 texts.append(text)
                 if len(texts) == batch_docs:
                     yield Batch(texts, raw.tell())

@@ -23,5 +23,6 @@ def run_main(body: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     try:
         return body(argv) or 0
     except PipelineInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # One line even when the message quotes a library's multi-line error (pyarrow's thrift errors are).
+        print("error: " + " ".join(part.strip() for part in str(err).splitlines() if part.strip()), file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import torch
 
 from . import mcore_layout as L
-from .atomic import temp_sibling
+from .atomic import naming_full_disk, temp_sibling
 from .cli import run_main
 from .errors import PipelineInputError
 from .hf_checkpoint import HFReader, write_sharded
@@ -112,7 +112,7 @@ def hf_to_mcore(hf_dir: Path | str, out_dir: Path | str, tp: int = 1, pp: int = 
             done[0] += 1
             progress.update(done[0], force=done[0] == len(chunks), chunks=done[0])
 
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp, naming_full_disk(out_dir):
         write_checkpoint(tmp, chunks, objects, on_chunk, threads)
         write_model_config(tmp, cfg, tp, pp, spec, cfg.torch_dtype, json.loads((hf_dir / "config.json").read_text()),
                            str(hf_dir))
@@ -134,8 +134,11 @@ def read_model_config(mcore_dir: Path | str) -> tuple[LlamaConfig, dict]:
     path = Path(mcore_dir) / MODEL_CONFIG
     if not path.is_file():
         raise PipelineInputError(f"{path}: not found (written by `convert hf-to-mcore`)")
-    meta = json.loads(path.read_text())
-    return LlamaConfig.from_json(meta["model"]), meta
+    try:
+        meta = json.loads(path.read_text())
+        return LlamaConfig.from_json(meta["model"]), meta
+    except (json.JSONDecodeError, KeyError, TypeError) as err:  # TypeError names a missing or unknown model key
+        raise PipelineInputError(f"{path}: not a {MODEL_CONFIG} of this converter ({type(err).__name__}: {err})") from err
 
 
 def _hf_layer_tensors(reader: McoreReader, cfg: LlamaConfig, layer: int, lora: LoraAdapter | None) -> dict[str, torch.Tensor]:
@@ -177,7 +180,7 @@ def mcore_to_hf(mcore_dir: Path | str, out_dir: Path | str, lora_dir: Path | str
         }
         progress.update(n + 1, force=True, layers=n)
 
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp, naming_full_disk(out_dir):
         write_sharded(tmp, shards())
         (tmp / "config.json").write_text(json.dumps(meta["hf_config"], indent=2) + "\n")
     log.info("wrote %s%s", out_dir, f" (merged LoRA from {lora_dir})" if lora_dir else "")

@@ -38,12 +38,17 @@ from .progress import Progress
 log = logging.getLogger("generate")
 
 
-def read_prompts(samples: Path | str) -> list[list[int]]:
-    """tok_input of every row of the sampled evaluation set (.pkl as processorca.py writes it, or .parquet)."""
+def read_prompts(samples: Path | str, vocab_size: int | None = None) -> list[list[int]]:
+    """tok_input of every row of the sampled evaluation set (.pkl as processorca.py writes it, or .parquet); with
+    `vocab_size`, an id outside the model's vocabulary is refused (the embedding lookup would fail naming nothing)."""
     prompts = [[int(t) for t in ids] for ids in read_sample_column(samples, "tok_input")]
     for row, ids in enumerate(prompts):
         if not ids:
             raise PipelineInputError(f"{samples}: row {row}: empty tok_input")
+        if vocab_size is not None and (min(ids) < 0 or max(ids) >= vocab_size):
+            bad = next(t for t in ids if not 0 <= t < vocab_size)
+            raise PipelineInputError(f"{samples}: row {row}: tok_input holds token id {bad}, outside the model's "
+                                     f"vocabulary (0..{vocab_size - 1})")
     return prompts
 
 
@@ -257,11 +262,12 @@ def generate_files(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
         raise PipelineInputError(f"need 1 <= min_new_tokens ({args.min_new_tokens}) <= max_new_tokens ({args.max_new_tokens})")
-    prompts = read_prompts(args.samples)
+    model_cfg = _model_config(args.mcore)
+    prompts = read_prompts(args.samples, model_cfg.vocab_size)
     if args.limit:
         prompts = prompts[: args.limit]
     eos = eos_token_id(args.tokenizer, args.eos_token)
-    check_layout(int(os.environ.get("WORLD_SIZE", 1)), args.tp, _model_config(args.mcore))  # before any loading
+    check_layout(int(os.environ.get("WORLD_SIZE", 1)), args.tp, model_cfg)  # before any loading
     model, cfg = load_model(args.mcore, args.tp)
     longest = max(len(p) for p in prompts) + args.max_new_tokens
     if longest > cfg.max_position_embeddings:

@@ -63,24 +63,34 @@ def _rows_of(path: Path, column, name: str, first_row: int, seq_length: int) -> 
     return values.to_numpy().astype(np.int64, copy=False).reshape(len(column), seq_length)
 
 
-def convert(input_path: Path, output: Path, stats_path: Path, *, seq_length: int, pack_stats: Path | None = None) -> dict:
-    input_path = Path(input_path)
-    handle = _open(input_path)
+def _read_rows(input_path: Path, handle, seq_length: int) -> tuple[list[dict], int, int]:
+    """(rows as the .npy holds them, tokens, loss tokens); a corrupt page (truncated or damaged file) names the row."""
+    import pyarrow as pa
+
     rows: list[dict] = []
     tokens = loss_tokens = 0
     progress = Progress(log, f"convert {input_path.name}", handle.metadata.num_rows)
-    for batch in handle.iter_batches(batch_size=256, columns=list(COLUMNS)):
-        first = len(rows) + 1
-        ids = _rows_of(input_path, batch.column("input_ids"), "input_ids", first, seq_length)
-        labels = _rows_of(input_path, batch.column("labels"), "labels", first, seq_length)
-        if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int32).max):
-            raise PipelineInputError(f"{input_path}: rows {first}..{first + len(ids) - 1}: input_ids outside int32 range")
-        mask = (labels != IGNORE_INDEX).astype(np.int64)
-        for row_ids, row_mask in zip(ids.astype(np.int32), mask):
-            rows.append({"input_ids": row_ids, "loss_mask": row_mask.tolist(), "seq_start_id": [0]})
-        tokens += ids.size
-        loss_tokens += int(mask.sum())
-        progress.update(len(rows), rows=len(rows))
+    try:
+        for batch in handle.iter_batches(batch_size=256, columns=list(COLUMNS)):
+            first = len(rows) + 1
+            ids = _rows_of(input_path, batch.column("input_ids"), "input_ids", first, seq_length)
+            labels = _rows_of(input_path, batch.column("labels"), "labels", first, seq_length)
+            if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int32).max):
+                raise PipelineInputError(f"{input_path}: rows {first}..{first + len(ids) - 1}: input_ids outside int32 range")
+            mask = (labels != IGNORE_INDEX).astype(np.int64)
+            for row_ids, row_mask in zip(ids.astype(np.int32), mask):
+                rows.append({"input_ids": row_ids, "loss_mask": row_mask.tolist(), "seq_start_id": [0]})
+            tokens += ids.size
+            loss_tokens += int(mask.sum())
+            progress.update(len(rows), rows=len(rows))
+    except (pa.ArrowException, OSError) as err:
+        raise PipelineInputError(f"{input_path}: unreadable from row {len(rows) + 1} ({err})") from err
+    return rows, tokens, loss_tokens
+
+
+def convert(input_path: Path, output: Path, stats_path: Path, *, seq_length: int, pack_stats: Path | None = None) -> dict:
+    input_path = Path(input_path)
+    rows, tokens, loss_tokens = _read_rows(input_path, _open(input_path), seq_length)
     array = np.empty(len(rows), dtype=object)
     array[:] = rows
     with atomic_open(output, "wb") as handle_out:

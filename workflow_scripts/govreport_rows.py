@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import PipelineInputError
-from .parquet_input import open_parquet
+from .json_input import lone_surrogate
+from .parquet_input import column_values, open_parquet
 
 COLUMNS = ("input", "output")
 BATCH_ROWS = 256
@@ -44,11 +45,14 @@ def _parquet_batches(path: Path, batch_rows: int) -> Iterator[RowBatch]:
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise PipelineInputError(f"{path}: column {column!r} holds {kind}, not strings")
     row = 1
-    for batch in handle.iter_batches(batch_size=batch_rows, columns=list(COLUMNS)):
-        reports = _check_strings(path, "input", batch.column("input").to_pylist(), row)
-        summaries = _check_strings(path, "output", batch.column("output").to_pylist(), row)
-        yield RowBatch(row, reports, summaries)
-        row += len(reports)
+    try:
+        for batch in handle.iter_batches(batch_size=batch_rows, columns=list(COLUMNS)):
+            reports = _check_strings(path, "input", column_values(path, batch.column("input"), "input", row), row)
+            summaries = _check_strings(path, "output", column_values(path, batch.column("output"), "output", row), row)
+            yield RowBatch(row, reports, summaries)
+            row += len(reports)
+    except (pa.ArrowException, OSError) as err:  # a corrupt page: truncated or damaged file
+        raise PipelineInputError(f"{path}: unreadable from row {row} ({err})") from err
 
 
 def _jsonl_batches(path: Path, batch_rows: int) -> Iterator[RowBatch]:
@@ -75,8 +79,10 @@ def _jsonl_batches(path: Path, batch_rows: int) -> Iterator[RowBatch]:
             reports.append(row["input"])
             summaries.append(row["output"])
             # Per-value check here so the message names this line, not the batch start.
-            _check_strings(path, "input", [row["input"]], line_no)
-            _check_strings(path, "output", [row["output"]], line_no)
+            for column in COLUMNS:
+                _check_strings(path, column, [row[column]], line_no)
+                if problem := lone_surrogate(line, row[column]):
+                    raise PipelineInputError(f"{path}: line {line_no}: column {column!r} {problem}")
             if len(reports) == batch_rows:
                 yield RowBatch(first, reports, summaries)
                 reports, summaries = [], []

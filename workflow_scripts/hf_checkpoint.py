@@ -16,11 +16,21 @@ from safetensors.torch import save_file
 
 from . import mcore_layout as L
 from .errors import PipelineInputError
+from .lfs_pointer import refuse_lfs_pointer
 from .llama_model import DTYPES, LlamaConfig
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def _entry_ok(info) -> bool:
+    try:
+        begin, end = info["data_offsets"]
+        return (isinstance(info["dtype"], str) and all(isinstance(n, int) and n >= 0 for n in info["shape"])
+                and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 class SafetensorsFile:
@@ -31,15 +41,33 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = path
+        refuse_lfs_pointer(path)
         try:
+            file_size = path.stat().st_size
             with open(path, "rb") as handle:
                 size = int.from_bytes(handle.read(8), "little")
+                # A garbage length would make the read below allocate that much.
+                if file_size < 8 or size > file_size - 8:
+                    raise PipelineInputError(f"{path}: not a safetensors file (header of {size} bytes, file of {file_size})")
                 header = json.loads(handle.read(size))
         except (OSError, ValueError) as err:
             raise PipelineInputError(f"{path}: not a readable safetensors file ({err})") from err
+        if not isinstance(header, dict):
+            raise PipelineInputError(f"{path}: not a safetensors file (its header is not a JSON object)")
         header.pop("__metadata__", None)
-        self.header: dict[str, dict] = header
         self.data_start = 8 + size
+        self.header: dict[str, dict] = {name: self._checked_entry(name, info, file_size - self.data_start)
+                                        for name, info in header.items()}
+
+    def _checked_entry(self, name: str, info, data_bytes: int) -> dict:
+        """A header entry with the fields reads rely on, and its data inside the file (a cut download fails here,
+        before anything is written, not at its last tensor)."""
+        if not _entry_ok(info):
+            raise PipelineInputError(f"{self.path}: tensor {name!r} has a malformed safetensors header entry {info!r}")
+        if info["data_offsets"][1] > data_bytes:
+            raise PipelineInputError(f"{self.path}: tensor {name!r} ends at data byte {info['data_offsets'][1]}, the "
+                                     f"file holds {data_bytes} (truncated)")
+        return info
 
     def keys(self) -> list[str]:
         return list(self.header)
@@ -77,9 +105,10 @@ class HFReader:
         self._handles: dict[str, SafetensorsFile] = {}
         index = self.dir / INDEX
         if index.is_file():
+            refuse_lfs_pointer(index)
             try:
                 self.weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as err:
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise PipelineInputError(f"{index}: not a safetensors index with a 'weight_map' ({err})") from err
             for file in sorted(set(self.weight_map.values())):
                 if not (self.dir / file).is_file():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .errors import PipelineInputError
+from .lfs_pointer import refuse_lfs_pointer
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -107,62 +108,107 @@ class LlamaConfig:
         return cls(**data)
 
 
-def _hf_key(hf: dict[str, Any], key: str, path: Path) -> Any:
-    if key not in hf:
-        raise PipelineInputError(f"{path}: missing key {key!r}")
-    return hf[key]
+_REQUIRED = object()
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object",
+               list: "a list"}
 
 
-def config_from_hf(hf: dict[str, Any], path: Path | str = "config.json", make_vocab_size_divisible_by: int = 128) -> LlamaConfig:
-    """Read a Llama config.json dict; refuses what the converter cannot represent, naming the key."""
-    path = Path(path)
-    archs = hf.get("architectures") or ["LlamaForCausalLM"]
-    if hf.get("model_type", "llama") != "llama" or any(a not in SUPPORTED_ARCHITECTURES for a in archs):
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind in (int, float) and isinstance(value, bool):  # JSON true is not a number
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _hf_value(hf: dict[str, Any], key: str, path: Path, kind: type, default: Any = _REQUIRED, minimum: int | None = None,
+              prefix: str = "") -> Any:
+    """hf[key] if it has the JSON type `kind` (a number may be an integer); absent or null gives `default`, or fails
+    naming the file and the key when there is none. Unchecked, a "8" fails later in arithmetic, naming neither."""
+    value = hf.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            state = "missing" if key not in hf else "null"
+            raise PipelineInputError(f"{path}: key {prefix + key!r} is {state}, expected {_KIND_NAMES[kind]}")
+        return default
+    if not _is_kind(value, kind):
+        raise PipelineInputError(f"{path}: key {prefix + key!r} is {json.dumps(value)} ({type(value).__name__}), "
+                                 f"expected {_KIND_NAMES[kind]}")
+    if minimum is not None and value < minimum:
+        raise PipelineInputError(f"{path}: key {prefix + key!r} is {value}, expected an integer >= {minimum}")
+    return float(value) if kind is float else value
+
+
+def _rope_scaling(hf: dict[str, Any], path: Path) -> RopeScaling | None:
+    scaling = _hf_value(hf, "rope_scaling", path, dict, None)
+    if not scaling:
+        return None
+    kind = _hf_value(scaling, "rope_type", path, str, None, prefix="rope_scaling.")
+    kind = kind or _hf_value(scaling, "type", path, str, None, prefix="rope_scaling.")
+    if kind != "llama3":
+        raise PipelineInputError(f"{path}: rope_scaling type {kind!r} is not supported (only 'llama3')")
+    values = {f.name: _hf_value(scaling, f.name, path, type(f.default), f.default, prefix="rope_scaling.")
+              for f in dataclasses.fields(RopeScaling)}
+    return RopeScaling(**values)
+
+
+def _check_supported(hf: dict[str, Any], path: Path) -> None:
+    """Refuse what the converter cannot represent, naming the key."""
+    archs = _hf_value(hf, "architectures", path, list, ["LlamaForCausalLM"])
+    model_type = _hf_value(hf, "model_type", path, str, "llama")
+    if model_type != "llama" or any(a not in SUPPORTED_ARCHITECTURES for a in archs):
         raise PipelineInputError(
             f"{path}: unsupported architecture {archs} / model_type {hf.get('model_type')!r} "
             f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-    if hf.get("tie_word_embeddings", False):
+    if _hf_value(hf, "tie_word_embeddings", path, bool, False):
         raise PipelineInputError(f"{path}: tie_word_embeddings=true is not supported (Llama 2/3 >= 7B are untied)")
-    if hf.get("hidden_act", "silu") != "silu":
+    if _hf_value(hf, "hidden_act", path, str, "silu") != "silu":
         raise PipelineInputError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (only silu/SwiGLU)")
     for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key, False):
+        if _hf_value(hf, key, path, bool, False):
             raise PipelineInputError(f"{path}: {key}=true is not supported")
-    heads = _hf_key(hf, "num_attention_heads", path)
-    hidden = _hf_key(hf, "hidden_size", path)
-    head_dim = hf.get("head_dim") or hidden // heads
-    rope_scaling = None
-    scaling = hf.get("rope_scaling")
-    if scaling:
-        kind = scaling.get("rope_type", scaling.get("type"))
-        if kind != "llama3":
-            raise PipelineInputError(f"{path}: rope_scaling type {kind!r} is not supported (only 'llama3')")
-        fields = {f.name for f in dataclasses.fields(RopeScaling)}
-        rope_scaling = RopeScaling(**{k: v for k, v in scaling.items() if k in fields})
-    dtype = str(hf.get("torch_dtype") or hf.get("dtype") or "float32").removeprefix("torch.")
-    return LlamaConfig(
-        vocab_size=_hf_key(hf, "vocab_size", path),
+
+
+def config_from_hf(hf: dict[str, Any], path: Path | str = "config.json", make_vocab_size_divisible_by: int = 128) -> LlamaConfig:
+    """Read a Llama config.json dict; a wrong-typed, missing or unsupported value fails naming the file and the key."""
+    path = Path(path)
+    if not isinstance(hf, dict):
+        raise PipelineInputError(f"{path}: expected a JSON object")
+    _check_supported(hf, path)
+
+    def size(key: str, default: Any = _REQUIRED) -> int:
+        return _hf_value(hf, key, path, int, default, minimum=1)
+
+    heads, hidden = size("num_attention_heads"), size("hidden_size")
+    dtype = _hf_value(hf, "torch_dtype", path, str, None) or _hf_value(hf, "dtype", path, str, "float32")
+    fields = dict(
+        vocab_size=size("vocab_size"),
         hidden_size=hidden,
-        intermediate_size=_hf_key(hf, "intermediate_size", path),
-        num_layers=_hf_key(hf, "num_hidden_layers", path),
+        intermediate_size=size("intermediate_size"),
+        num_layers=size("num_hidden_layers"),
         num_attention_heads=heads,
-        num_query_groups=hf.get("num_key_value_heads") or heads,
-        head_dim=head_dim,
-        rms_norm_eps=hf.get("rms_norm_eps", 1e-5),
-        rope_theta=float(hf.get("rope_theta", 10000.0)),
-        rope_scaling=rope_scaling,
-        max_position_embeddings=hf.get("max_position_embeddings", 4096),
+        num_query_groups=size("num_key_value_heads", heads),
+        head_dim=size("head_dim", hidden // heads),
+        rms_norm_eps=_hf_value(hf, "rms_norm_eps", path, float, 1e-5),
+        rope_theta=_hf_value(hf, "rope_theta", path, float, 10000.0),
+        rope_scaling=_rope_scaling(hf, path),
+        max_position_embeddings=size("max_position_embeddings", 4096),
         make_vocab_size_divisible_by=make_vocab_size_divisible_by,
-        torch_dtype=dtype,
+        torch_dtype=dtype.removeprefix("torch."),
     )
+    try:
+        return LlamaConfig(**fields)
+    except PipelineInputError as err:  # the config's own checks (GQA divisibility, dtype) name no file
+        raise PipelineInputError(f"{path}: {err}") from None
 
 
 def load_hf_config(hf_dir: Path | str, make_vocab_size_divisible_by: int = 128) -> LlamaConfig:
     path = Path(hf_dir) / "config.json"
     if not path.is_file():
         raise PipelineInputError(f"{path}: not found (an HF checkpoint folder holds config.json)")
+    refuse_lfs_pointer(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
+    except UnicodeDecodeError as err:
+        raise PipelineInputError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from err
     except json.JSONDecodeError as err:
         raise PipelineInputError(f"{path}: line {err.lineno} column {err.colno}: {err.msg}") from err
     return config_from_hf(data, path, make_vocab_size_divisible_by)

@@ -24,8 +24,10 @@ import pyarrow.parquet as pq
 from .atomic import temp_sibling, write_json
 from .cli import run_main
 from .errors import PipelineInputError
+from .lfs_pointer import refuse_lfs_pointer
 from .openorca_rules import FILTERS, SEQLEN_LIMIT, empty_counts, first_failed_filter, is_english, llama_prompt, origin_of
 from .openorca_tokens import OrcaTokenizer
+from .parquet_input import column_values
 from .progress import Progress
 from .tokenizer_files import tokenizer_sha256
 
@@ -46,6 +48,7 @@ def open_source(path: Path) -> pq.ParquetFile:
         raise PipelineInputError(f"{path}: no such file (openorca.parquet)")
     if path.stat().st_size == 0:
         raise PipelineInputError(f"{path}: empty file")
+    refuse_lfs_pointer(path)
     try:
         source = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as err:
@@ -63,7 +66,7 @@ def _string_column(path: Path, batch: pa.RecordBatch, name: str, first_row: int)
     """The column as Python strings; a null or a non-string value fails naming its 0-based row."""
     array = batch.column(name)
     is_text = pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type)
-    values = array.to_pylist()
+    values = column_values(path, array, name, first_row, " (0-based)")
     if is_text and array.null_count == 0:
         return values
     for offset, value in enumerate(values):

@@ -26,6 +26,7 @@ from .accuracy_log import DTYPE, read_accuracy_log, read_sample_column
 from .atomic import write_json
 from .cli import run_main
 from .errors import PipelineInputError
+from .tokenizer_files import load_tokenizer
 
 log = logging.getLogger("rouge_score_eval")
 
@@ -115,13 +116,13 @@ def verdicts(scores: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def evaluate(samples: Path | str, accuracy_log: Path | str, tokenizer: Path | str, workers: int = 1,
              dtype: str = DTYPE, limit: int = 0) -> dict[str, Any]:
     """Scores of the first `limit` samples (0 = all); the log must hold exactly those."""
-    from tokenizers import Tokenizer
-
     targets = read_targets(samples)
     list_size = len(targets)
     targets = targets[:limit] if limit else targets
-    preds = ordered_predictions(read_accuracy_log(accuracy_log, dtype), len(targets), accuracy_log)
-    texts = [t.strip() for t in Tokenizer.from_file(str(tokenizer)).decode_batch(preds, skip_special_tokens=True)]
+    decoder = load_tokenizer(tokenizer)
+    generated = read_accuracy_log(accuracy_log, dtype, decoder.get_vocab_size(with_added_tokens=True))
+    preds = ordered_predictions(generated, len(targets), accuracy_log)
+    texts = [t.strip() for t in decoder.decode_batch(preds, skip_special_tokens=True)]
     targets = [t.strip() for t in targets]
     fmeasures = rouge_fmeasures(texts, targets, ROUGE_TYPES, workers)
     scores: dict[str, Any] = {t: round(float(np.mean(v)) * 100, 4) for t, v in fmeasures.items()}

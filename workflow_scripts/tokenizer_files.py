@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 from .errors import PipelineInputError
+from .lfs_pointer import refuse_lfs_pointer
 
 
 def tokenizer_json_path(path: str | Path) -> Path:
@@ -12,6 +13,7 @@ def tokenizer_json_path(path: str | Path) -> Path:
     candidate = path / "tokenizer.json" if path.is_dir() else path
     if not candidate.is_file():
         raise PipelineInputError(f"tokenizer: {candidate} does not exist (expected a tokenizer.json or a folder holding one)")
+    refuse_lfs_pointer(candidate)
     return candidate
 
 

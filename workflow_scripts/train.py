@@ -206,8 +206,9 @@ class Trainer:
             self.train_rows = None
             self.valid_count = min(cfg.eval_samples or cfg.global_batch_size, len(self.gpt.valid))
         else:  # packed rows: LoRA / SFT data, or language-model pretraining on packed .npy rows (the demo base model)
-            self.train_rows = load_packed(cfg.train_data[0])
-            self.valid_rows = load_packed(cfg.validation_data) if cfg.validation_data else None
+            vocab = self.model_cfg.vocab_size
+            self.train_rows = load_packed(cfg.train_data[0], vocab)
+            self.valid_rows = load_packed(cfg.validation_data, vocab) if cfg.validation_data else None
             if self.train_rows.row_length != cfg.seq_length:  # the model reads ids[:-1] and predicts ids[1:]
                 raise PipelineInputError(f"{self.train_rows.source}: rows hold {self.train_rows.row_length} tokens, "
                                          f"train config seq_length is {cfg.seq_length}")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import PipelineInputError
+from .lfs_pointer import refuse_lfs_pointer
 
 
 @dataclass
@@ -46,6 +47,17 @@ class PackedRows:
     def row_length(self) -> int:
         return self.ids.shape[1]
 
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """Every id in [0, vocab_size): one min and one max over the array. An id outside would index past the
+        embedding (on a GPU an asynchronous device assert that names no file)."""
+        if self.ids.size == 0 or (self.ids.min() >= 0 and self.ids.max() < vocab_size):
+            return
+        outside = (self.ids < 0) | (self.ids >= vocab_size)
+        row = int(np.flatnonzero(outside.any(axis=1))[0])  # error path only
+        column = int(np.flatnonzero(outside[row])[0])
+        raise PipelineInputError(f"{self.source}: row {row} (0-based), position {column}: token id "
+                                 f"{self.ids[row, column]} is outside the model's vocabulary (0..{vocab_size - 1})")
+
     def batch(self, indices: list[int]) -> Batch:
         ids = torch.from_numpy(self.ids[indices].astype(np.int64))
         mask = torch.from_numpy(self.mask[indices].astype(np.float32))
@@ -56,22 +68,52 @@ class PackedRows:
         return Batch(ids, targets, loss_mask)
 
 
-def load_packed(path: str | Path) -> PackedRows:
-    """`.npy` in the MLPerf format (object array of dicts) or packed parquet (input_ids, labels with -100)."""
+def load_packed(path: str | Path, vocab_size: int) -> PackedRows:
+    """`.npy` in the MLPerf format (object array of dicts) or packed parquet (input_ids, labels with -100); every
+    token id must be in [0, vocab_size)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineInputError(f"{path}: training data not found")
-    if path.suffix == ".npy":
+    refuse_lfs_pointer(path)
+    rows = _load_npy(path) if path.suffix == ".npy" else _load_parquet(path)
+    rows.check_vocabulary(vocab_size)
+    return rows
+
+
+def _load_npy(path: Path) -> PackedRows:
+    try:
         rows = np.load(path, allow_pickle=True)
-        try:
-            ids = np.stack([np.asarray(r["input_ids"], dtype=np.int64) for r in rows])
-            mask = np.stack([np.asarray(r["loss_mask"], dtype=np.int8) for r in rows])
-        except (KeyError, TypeError, ValueError) as err:
-            raise PipelineInputError(f"{path}: not an MLPerf packed .npy (rows of input_ids/loss_mask): {err}") from err
-        return PackedRows(ids, mask, str(path))
+    except Exception as err:  # a cut or damaged pickle stream can fail with almost any exception type
+        raise PipelineInputError(f"{path}: not a readable .npy file, truncated or damaged ({type(err).__name__}: "
+                                 f"{err})") from err
+    if not isinstance(rows, np.ndarray) or rows.dtype != object or rows.ndim != 1:
+        kind = f"an array of {rows.dtype}, shape {rows.shape}" if isinstance(rows, np.ndarray) else type(rows).__name__
+        raise PipelineInputError(f"{path}: holds {kind}, not MLPerf packed rows (a 1-D object array of "
+                                 "{input_ids, loss_mask} dicts)")
+    if len(rows) == 0:
+        raise PipelineInputError(f"{path}: no rows")
+    try:
+        ids = np.stack([np.asarray(r["input_ids"]) for r in rows])
+        mask = np.stack([np.asarray(r["loss_mask"]) for r in rows])
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise PipelineInputError(f"{path}: not an MLPerf packed .npy (rows of input_ids/loss_mask): {err}") from err
+    for name, values, kinds in (("input_ids", ids, "iu"), ("loss_mask", mask, "iub")):
+        if values.dtype.kind not in kinds:  # a cast would silently truncate 3.7 to 3
+            raise PipelineInputError(f"{path}: {name} hold {values.dtype} values, not integers")
+    return PackedRows(ids.astype(np.int64, copy=False), mask.astype(np.int8, copy=False), str(path))
+
+
+def _load_parquet(path: Path) -> PackedRows:
+    import pyarrow as pa
+
     from .packed_parquet import read_packed
 
-    ids, labels = read_packed(path)
+    try:
+        ids, labels = read_packed(path)
+    except (pa.ArrowException, OSError, ValueError) as err:  # ValueError: rows of unequal length
+        raise PipelineInputError(f"{path}: not a readable packed parquet file ({err})") from err
+    if len(ids) == 0:
+        raise PipelineInputError(f"{path}: no rows")
     return PackedRows(ids.astype(np.int64), (labels != -100).astype(np.int8), str(path))
 
 

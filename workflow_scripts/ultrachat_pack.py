@@ -28,7 +28,7 @@ import numpy as np
 from .atomic import write_json
 from .cli import run_main
 from .errors import PipelineInputError
-from .parquet_input import open_parquet
+from .parquet_input import column_values, open_parquet
 from .packed_parquet import PackedParquetWriter
 from .progress import Progress
 from .tokenizer_files import load_tokenizer, tokenizer_sha256
@@ -58,6 +58,8 @@ def _check_conversation(path: Path, row: int, conversation) -> list[dict]:
 
 def iter_texts(paths: Sequence[Path], batch_rows: int = 512) -> Iterator[str]:
     """ChatML texts of every conversation of every file, in order; bad rows fail naming file, row and field."""
+    import pyarrow as pa
+
     for path in paths:
         path = Path(path)
         handle = open_parquet(path)
@@ -67,10 +69,13 @@ def iter_texts(paths: Sequence[Path], batch_rows: int = 512) -> Iterator[str]:
         if handle.metadata.num_rows == 0:
             raise PipelineInputError(f"{path}: empty file (no rows)")
         row = 1
-        for batch in handle.iter_batches(batch_size=batch_rows, columns=["messages"]):
-            for conversation in batch.column("messages").to_pylist():
-                yield chatml(_check_conversation(path, row, conversation))
-                row += 1
+        try:
+            for batch in handle.iter_batches(batch_size=batch_rows, columns=["messages"]):
+                for conversation in column_values(path, batch.column("messages"), "messages", row):
+                    yield chatml(_check_conversation(path, row, conversation))
+                    row += 1
+        except (pa.ArrowException, OSError) as err:  # a corrupt page: truncated or damaged file
+            raise PipelineInputError(f"{path}: unreadable from row {row} ({err})") from err
 
 
 def iter_buffers(texts: Iterator[str], max_chars: float) -> Iterator[list[str]]:
