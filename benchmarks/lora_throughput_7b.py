@@ -106,6 +106,8 @@ RUNS = {  # name: (label, --set overrides); the first two are the recipe's own d
     "fp8_attn": ("lever: fp8 + FP8 attention", ["precision=fp8", "fp8_attention=true"]),
     "fp8_amax16": ("lever: fp8, amax history 16", ["precision=fp8", "fp8_amax_history_len=16"]),
     "fp8_current": ("lever: fp8, current scaling (tensorwise)", ["precision=fp8", "fp8_recipe=tensorwise"]),
+    "bf16_unfused_rope": ("lever off: bf16, RoPE unfused", ["rope_fusion=false"]),
+    "fp8_unfused_rope": ("lever off: fp8, RoPE unfused", ["precision=fp8", "rope_fusion=false"]),
 }
 
 
@@ -142,16 +144,16 @@ def main() -> None:
     print(f"\ndevice: {torch.cuda.get_device_name()}; Llama-2-7B shape, seq 8192, LoRA r16 on q/k/v/o, GBS 8 (mbs 1); "
           f"model FLOPs/token = 4N + 6LSH = {FLOPS_PER_TOKEN / 1e9:.1f} G")
     print(f"command: python3 benchmarks/lora_throughput_7b.py --steps {args.steps} --runs {' '.join(args.runs)}\n")
-    print("| run | recompute | tokens/s | model TFLOP/s | peak GiB | estimate GiB | vs peer's best |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| run | recompute | tokens/s | model TFLOP/s | peak GiB | estimate GiB | vs peer's best | first loss |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         if "error" in r:
-            print(f"| {labels[name]} | error: {r['error'][-200:]!r} | | | | | |")
+            print(f"| {labels[name]} | error: {r['error'][-200:]!r} | | | | | | |")
             continue
         ratio = r["tokens_per_s"] / best_peer if best_peer else float("nan")
         print(f"| {labels[name]} | {r.get('recompute', '-')} | {r['tokens_per_s']:,.0f} | "
               f"{r['tokens_per_s'] * FLOPS_PER_TOKEN / 1e12:.0f} | {r['peak_gib']:.1f} | "
-              f"{r.get('estimate_gib', '-')} | {ratio:.2f}x |")
+              f"{r.get('estimate_gib', '-')} | {ratio:.2f}x | {r.get('loss_first', float('nan')):.4f} |")
 
 
 if __name__ == "__main__":

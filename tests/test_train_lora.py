@@ -197,3 +197,28 @@ def test_sequence_longer_than_the_rows_fails_naming_the_file(setup, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"{base / 'train.npy'}: rows hold {SEQ} tokens, train config seq_length is 100" in proc.stderr
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_every_step_tells_the_model_a_step_starts(setup, tmp_path, monkeypatch):
+    """TE caches the fp8 copies of weights after a step's first micro-batch (megatron's `set_is_first_microbatch`
+    resets the cache; its schedules call it, the trainer's own PP-1 loop must too): one call per optimizer step,
+    before that step's first forward."""
+    from workflow_scripts.llama_model import init_parallel, shutdown_parallel
+    from workflow_scripts.train import Trainer, build_config
+
+    base, hf, mcore, train, valid, _ = setup
+    cfg = build_config("demo_lora_cpu", {"checkpoint": str(mcore), "train_data": [str(train)],
+                                         "validation_data": str(valid), "seq_length": SEQ, "global_batch_size": 4,
+                                         "micro_batch_size": 2, "max_steps": 2})
+    init_parallel(1, 1, seed=cfg.seed)
+    try:
+        trainer = Trainer(cfg, tmp_path / "out", tmp_path / "ckpt")
+        events: list[str] = []
+        model = trainer.model
+        monkeypatch.setattr(model, "set_is_first_microbatch", lambda: events.append("step"))
+        model.register_forward_pre_hook(lambda *_: events.append("forward"))
+        trainer.train_step(0)
+        trainer.train_step(1)
+    finally:
+        shutdown_parallel()
+    assert events == ["step", "forward", "forward"] * 2

@@ -99,6 +99,8 @@ def build_model(cfg: TrainConfig, recompute: str = "none"):
                          fp8_dot_product_attention=fp8_attention(cfg))
     if cfg.sequence_parallel:
         overrides["sequence_parallel"] = True
+    if cfg.rope_fusion and cfg.spec == "te":
+        overrides["apply_rope_fusion"] = True
     if recompute == "full":
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif recompute == "selective":
@@ -266,6 +268,9 @@ class Trainer:
             total, tokens = train_microbatches(self.model, self.micro_batches(step), self.device, self.cfg.seq_length,
                                                self._batch_loss)
         else:
+            # TE caches fp8 copies of the weights after a step's first micro-batch; megatron's schedules (PP > 1)
+            # say when a step starts, this loop must too, or trained weights would keep their first step's copies.
+            self.model.set_is_first_microbatch()
             summed = torch.zeros((), dtype=torch.float64, device=self.device)
             for batch in self.micro_batches(step):
                 batch = batch.to(self.device)

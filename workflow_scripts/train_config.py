@@ -32,6 +32,7 @@ class TrainConfig:
     fp8_recipe: str = "delayed"
     fp8_amax_history_len: int = 1
     fp8_attention: bool = False
+    rope_fusion: bool = True            # te spec: Transformer Engine's fused RoPE kernel (the local spec has none)
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     # sequence parallelism, on by default wherever tensor_parallel > 1 (set to false at tensor_parallel 1, where it
