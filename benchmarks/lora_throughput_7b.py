@@ -108,8 +108,6 @@ RUNS = {  # name: (label, --set overrides); the first two are the recipe's own d
     "fp8_current": ("lever: fp8, current scaling (tensorwise)", ["precision=fp8", "fp8_recipe=tensorwise"]),
     "bf16_unfused_rope": ("lever off: bf16, RoPE unfused", ["rope_fusion=false"]),
     "fp8_unfused_rope": ("lever off: fp8, RoPE unfused", ["precision=fp8", "rope_fusion=false"]),
-    "bf16_unfused_loss": ("lever off: bf16, cross-entropy unfused", ["loss_fusion=false"]),
-    "fp8_unfused_loss": ("lever off: fp8, cross-entropy unfused", ["precision=fp8", "loss_fusion=false"]),
 }
 
 

@@ -122,7 +122,7 @@ def build_model(cfg: TrainConfig, recompute: str = "none"):
         model, model_cfg = resize_vocabulary(model, model_cfg, vocab_size, cfg, dtype, overrides)
     if cfg.lora is not None:
         apply_lora(model, cfg.lora, cfg.seed)
-    install_token_loss(model, model_cfg.vocab_size, fused=cfg.loss_fusion and cfg.spec == "te")
+    install_token_loss(model, model_cfg.vocab_size)
     return model, model_cfg
 
 

@@ -33,7 +33,6 @@ class TrainConfig:
     fp8_amax_history_len: int = 1
     fp8_attention: bool = False
     rope_fusion: bool = True            # te spec: Transformer Engine's fused RoPE kernel (the local spec has none)
-    loss_fusion: bool = True            # te spec: TE's fused cross-entropy on the unpadded vocabulary shards
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     # sequence parallelism, on by default wherever tensor_parallel > 1 (set to false at tensor_parallel 1, where it

@@ -11,34 +11,14 @@ import torch
 import torch.nn.functional as F
 
 
-def install_token_loss(model, vocab_size: int, fused: bool = False) -> None:
+def install_token_loss(model, vocab_size: int) -> None:
     """Make `model(tokens, positions, mask, labels=targets)` return per-token cross-entropy [b, s] over the real
-    vocabulary (megatron calls `self.compute_language_model_loss(labels [b, s], logits [s, b, V/tp])`). `fused`: on
-    the GPU, Transformer Engine's vocab-parallel cross-entropy kernel where this rank holds no padding rows."""
+    vocabulary (megatron calls `self.compute_language_model_loss(labels [b, s], logits [s, b, V/tp])`)."""
 
     def compute_language_model_loss(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        targets = labels.t().contiguous()
-        if fused and logits.is_cuda and not _has_padding_rows(logits, vocab_size):
-            return te_losses(logits, targets).t()
-        return logits_losses(logits, targets, vocab_size).t()
+        return logits_losses(logits, labels.t().contiguous(), vocab_size).t()
 
     model.compute_language_model_loss = compute_language_model_loss
-
-
-def _has_padding_rows(logits: torch.Tensor, vocab_size: int) -> bool:
-    from megatron.core import parallel_state
-
-    per_rank = logits.shape[-1]
-    return (parallel_state.get_tensor_model_parallel_rank() + 1) * per_rank > vocab_size
-
-
-def te_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """TE's fused kernel on the logits as they are (bf16: no fp32 copy of [s, b, V/tp]; fp32 arithmetic inside),
-    summed over the TP group's vocabulary shards."""
-    from megatron.core import parallel_state
-    from megatron.core.extensions.transformer_engine import te_parallel_cross_entropy
-
-    return te_parallel_cross_entropy(logits, targets, parallel_state.get_tensor_model_parallel_group())
 
 
 def stage_output(model, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
