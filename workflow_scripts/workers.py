@@ -57,3 +57,11 @@ def thread_errors() -> Iterator[ThreadErrors]:
     finally:
         threading.excepthook = previous
     errors.raise_first()
+
+
+def checkpoint_failure(err: BaseException) -> BaseException:
+    """The first worker error inside torch DCP's CheckpointException (its `failures` map ranks to (error, traceback)),
+    else `err` itself: DCP's message is a page of tracebacks, the cause is one line."""
+    for failure in getattr(err, "failures", {}).values():
+        return failure[0] if isinstance(failure, tuple) else failure
+    return err
