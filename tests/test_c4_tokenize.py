@@ -167,3 +167,30 @@ def test_memory_does_not_grow_with_input_size(demo_tokenizer_path, tmp_path):
     print(f"peak RSS {rss_small:.0f} MiB for 200 docs, {rss_large:.0f} MiB for 1600 docs")
     assert rss_large - rss_small < 64, (rss_small, rss_large)
     assert rss_large < 2048
+
+
+def test_an_error_in_the_reader_thread_fails_the_job_with_its_message(consolidated, demo_tokenizer_path, tmp_path,
+                                                                        monkeypatch):
+    """The reader runs in a prefetch thread: a read error there (a bad disk, after some batches went through) reaches
+    the job as itself, and nothing is published."""
+    import errno
+    import threading
+
+    from workflow_scripts import c4_tokenize
+
+    data, _ = consolidated
+    real, seen = c4_tokenize.read_documents, []
+
+    def failing_reader(path, *args, **kwargs):
+        batches = real(path, *args, **kwargs)
+        yield next(batches)
+        seen.append(threading.current_thread())
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(c4_tokenize, "read_documents", failing_reader)
+    out = tmp_path / "out" / "c4-train.en_0_text_document"
+    with pytest.raises(OSError, match=f"Input/output error: '{data}'"):
+        main(["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(demo_tokenizer_path),
+              "--batch-docs", "5"])
+    assert seen and seen[0] is not threading.main_thread()
+    assert list(out.parent.iterdir()) == []
