@@ -44,13 +44,23 @@ class Batch:
 def _source_of(sources: list[dict] | None, offset: int) -> str:
     """Which raw shard a compressed byte offset of a consolidated file came from (from the consolidation manifest)."""
     for entry in sources or []:
-        if entry["start"] <= offset < entry["end"]:
+        if entry.get("start", 0) <= offset < entry.get("end", -1):
             return f" (raw shard {entry['path']})"
     return ""
 
 
+def _line_of(path: Path, line_no: int, sources: list[dict] | None) -> str:
+    """`<file> line N`, with the raw shard and its own line where the consolidation manifest has line ranges."""
+    for entry in sources or []:
+        first = entry.get("first_line")
+        if first is not None and first <= line_no < first + entry["lines"]:
+            return f"{path} line {line_no} (raw shard {entry['path']} line {line_no - first + 1})"
+    return f"{path} line {line_no}"
+
+
 def read_documents(path: Path, batch_docs: int = BATCH_DOCS, sources: list[dict] | None = None) -> Iterator[Batch]:
-    """Yield batches of `text` fields; any bad line fails naming the file and 1-based line number."""
+    """Yield batches of `text` fields; any bad line fails naming the file and 1-based line number (and the raw shard
+    and its line, given the consolidation manifest's `sources`)."""
     texts: list[str] = []
     line_no = 0
     try:
@@ -63,14 +73,17 @@ def read_documents(path: Path, batch_docs: int = BATCH_DOCS, sources: list[dict]
                 try:
                     doc = json.loads(line)
                 except UnicodeDecodeError as err:
-                    raise PipelineInputError(f"{path}:{line_no}: invalid UTF-8 ({err.reason} at byte {err.start})") from err
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: invalid UTF-8 ({err.reason} at "
+                                             f"byte {err.start})") from err
                 except json.JSONDecodeError as err:
-                    raise PipelineInputError(f"{path}:{line_no}: malformed JSON ({err.msg} at column {err.colno})") from err
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: malformed JSON ({err.msg} at "
+                                             f"column {err.colno})") from err
                 if not isinstance(doc, dict) or "text" not in doc:
-                    raise PipelineInputError(f"{path}:{line_no}: no 'text' field")
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: no 'text' field")
                 text = doc["text"]
                 if not isinstance(text, str):
-                    raise PipelineInputError(f"{path}:{line_no}: 'text' is {type(text).__name__}, not a string")
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: 'text' is {type(text).__name__}, "
+                                             "not a string")
                 texts.append(text)
                 if len(texts) == batch_docs:
                     yield Batch(texts, raw.tell())
@@ -214,7 +227,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--add-bos", action="store_true")
     parser.add_argument("--bos-token", default="<s>")
     parser.add_argument("--eod-token", default="</s>")
-    parser.add_argument("--sources", type=Path, help="consolidation manifest, to name the raw shard of a gzip error")
+    parser.add_argument("--sources", type=Path, help="consolidation manifest, to name the raw shard (and line) of an error")
     parser.add_argument("--batch-docs", type=int, default=BATCH_DOCS)
     return parser.parse_args(argv)
 
