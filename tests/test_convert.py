@@ -206,6 +206,42 @@ def test_items_without_a_storage_record_are_found(models):
     assert planner.missing(metadata) == [f"{L.FC2} at (1, 0, 0)"]
 
 
+# A converter killed (SIGKILL: no cleanup) while DCP writes its files.
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from workflow_scripts import convert, mcore_checkpoint
+real = mcore_checkpoint._LazySavePlanner.resolve_data
+def resolve_data(self, item):
+    self.calls = getattr(self, "calls", 0) + 1
+    if self.calls == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, item)
+mcore_checkpoint._LazySavePlanner.resolve_data = resolve_data
+sys.exit(convert.main(sys.argv[1:]))
+"""
+
+
+def test_temp_folder_of_a_killed_conversion_is_removed_by_the_next_run(models, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from train_fixtures import REPO
+
+    hf, out = models["gqa"][0], tmp_path / "out"
+    args = ["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local", "--threads", "1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = list(tmp_path.glob(".out.tmp-*"))
+    assert len(left) == 1 and left[0].is_dir() and any(left[0].iterdir()) and not out.exists()
+    convert.hf_to_mcore(hf, out, spec="local")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert McoreReader(out).shape(L.EMBEDDING) == McoreReader(models["gqa"][1]).shape(L.EMBEDDING)
+
+
 def test_cli_exits_2_with_one_line(models, tmp_path, capsys):
     code = convert.main(["hf-to-mcore", "--hf", str(models["gqa"][0]), "--out", str(tmp_path / "o"), "--tp", "4",
                          "--pp", "1", "--spec", "te"])

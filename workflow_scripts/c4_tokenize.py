@@ -6,7 +6,8 @@ vocabulary is under 65,500 tokens. Streams in batches: memory is bounded by the 
 
 CLI: python -m workflow_scripts.c4_tokenize --input F.json.gz --output-prefix P --tokenizer T [--threads N]
                                            [--append-eod] [--add-bos] [--sources F.sources.json]
-Writes P.bin, P.idx and P.stats.json (P is e.g. results/c4/tokenized/c4-train.en_6_text_document).
+Writes P.bin, P.idx and, last, P.stats.json with the sizes and hashes of the two (P is e.g.
+results/c4/tokenized/c4-train.en_6_text_document); readers check them (workflow_scripts/tokenized_set.py).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .cli import run_main
 from .errors import PipelineInputError
 from .indexed_dataset import IndexedDatasetWriter, optimal_dtype
 from .progress import Progress
+from .tokenized_set import FILES_KEY, identities
 from .tokenizer_files import load_tokenizer, special_token_id, tokenizer_sha256
 
 log = logging.getLogger("c4_tokenize")
@@ -181,6 +183,10 @@ def tokenize_file(
     progress.update(total, force=True, docs=stats.documents, tokens=stats.tokens)
     try:
         verified = verify_with_megatron(tmp_prefix, stats.documents, stats.tokens)
+        files = identities(tmp_prefix)
+        # The old stats.json goes first and the new one comes last: a job killed in between leaves a set that every
+        # reader refuses (tokenized_set.read_stats), never old stats describing new files.
+        Path(f"{output_prefix}.stats.json").unlink(missing_ok=True)
         for ext in (".bin", ".idx"):
             os.replace(f"{tmp_prefix}{ext}", f"{output_prefix}{ext}")
     finally:
@@ -198,6 +204,7 @@ def tokenize_file(
         "append_eod": append_eod,
         "add_bos": add_bos,
         "verified_by": verified,
+        FILES_KEY: files,
     }
     write_json(f"{output_prefix}.stats.json", result)
     return result
