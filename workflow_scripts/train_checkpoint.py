@@ -25,14 +25,17 @@ class CheckpointWriteError(RuntimeError):
 
 def dist_save(sharded_state_dict: dict, folder: Path) -> None:
     """megatron dist_checkpointing.save, whose writer processes report their errors through DCP's CheckpointException:
-    re-raised as one line naming the folder and the worker's error (e.g. the file a full disk refused)."""
+    re-raised as one line naming the folder and the worker's error (e.g. the file a full disk refused). A writer
+    killed outright never reports and megatron would wait for it forever (a trainer hung so, ignoring SIGTERM): the
+    children are watched during the save."""
     from megatron.core import dist_checkpointing
     from torch.distributed.checkpoint.api import CheckpointException
 
-    from .workers import checkpoint_failure
+    from .workers import checkpoint_failure, child_deaths
 
     try:
-        dist_checkpointing.save(sharded_state_dict, str(folder))
+        with child_deaths("checkpoint writer"):
+            dist_checkpointing.save(sharded_state_dict, str(folder))
     except (Exception, CheckpointException) as err:  # CheckpointException is a BaseException
         raise CheckpointWriteError(f"{folder}: checkpoint not saved ({checkpoint_failure(err)})") from err
 

@@ -1,13 +1,19 @@
-"""Errors of worker threads reach the job that started them.
+"""Errors of worker threads and processes reach the job that started them.
 
 Python prints an exception that ends a thread and carries on: a pool whose worker died that way (torch DCP's writer
 threads) returns with part of its work missing, and the job exits 0. `thread_errors()` records such exceptions while
 a step runs and raises the first one when the step ends, so the job fails with the worker's own message.
+
+A worker process killed outright (the OOM killer's SIGKILL) reports nothing at all; a parent waiting for its report
+waits forever (megatron's checkpoint writers do). `child_deaths()` watches the children while a step runs and
+interrupts the step with `WorkerDied` naming the process.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 from typing import Iterator
 
@@ -65,3 +71,61 @@ def checkpoint_failure(err: BaseException) -> BaseException:
     for failure in getattr(err, "failures", {}).values():
         return failure[0] if isinstance(failure, tuple) else failure
     return err
+
+
+class WorkerDied(RuntimeError):
+    """A child process died of a signal or exited non-zero while the parent waited for its work."""
+
+
+def child_death(pid: int) -> str | None:
+    """How child `pid` ended, if it ended badly; it is not reaped (its parent's own wait still sees it)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped already, or not our child
+        return None
+    if info is None or (info.si_code == os.CLD_EXITED and info.si_status == 0):
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return f"exited with status {info.si_status}"
+    return f"was killed by {signal.Signals(info.si_status).name}"
+
+
+@contextlib.contextmanager
+def child_deaths(what: str, poll_s: float = 0.5, grace_s: float = 60.0) -> Iterator[None]:
+    """Run the block (in the main thread) while a thread polls this process's children: one that dies badly raises
+    `WorkerDied("<what> process <pid> was killed by SIGKILL")` in the block, through SIGUSR2 (a blocking wait in Python
+    returns to run a signal handler). If the block has not ended `grace_s` after that, the job exits 1 from the
+    watcher: a hung job is never the outcome. Children that had ended before the block are not the block's."""
+    import psutil
+
+    me = psutil.Process()
+    earlier = {child.pid for child in me.children() if child_death(child.pid)}
+    stop, found = threading.Event(), []
+    main = threading.main_thread().ident
+
+    def on_signal(signum, frame) -> None:  # noqa: ARG001
+        if found:
+            raise WorkerDied(found[0])
+
+    def watch() -> None:
+        while not stop.wait(poll_s):
+            for child in me.children():
+                why = None if child.pid in earlier else child_death(child.pid)
+                if why:
+                    found.append(f"{what} process {child.pid} {why}")
+                    log.error("%s; stopping", found[0])
+                    signal.pthread_kill(main, signal.SIGUSR2)
+                    if not stop.wait(grace_s):
+                        log.error("%s; the job did not stop within %.0f s, exiting", found[0], grace_s)
+                        os._exit(1)
+                    return
+
+    previous = signal.signal(signal.SIGUSR2, on_signal)
+    watcher = threading.Thread(target=watch, name=f"watch-{what}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        signal.signal(signal.SIGUSR2, previous)
