@@ -13,7 +13,8 @@ import pytest
 
 from workflow_scripts import c4_layout
 from workflow_scripts import c4_consolidate
-from workflow_scripts.c4_consolidate import ShardVerifier, available_cores, concatenate, main, validation_subset, verify_gzip
+from workflow_scripts.c4_consolidate import (ShardVerifier, available_cores, concatenate, main, validation_subset,
+                                             verify_gzip)
 from workflow_scripts.errors import PipelineInputError
 
 
@@ -99,7 +100,7 @@ def test_shards_not_divisible_by_groups_names_the_keys():
         c4_layout.group_size(1024, 7)
 
 
-# ---- every raw shard decompressed and checked (CRC-32, length), in parallel -------------------------------------------
+# ---- every raw shard decompressed and checked (CRC-32, length), in parallel ------------------------------------
 
 def _zcat_lines(path: Path) -> int:
     return subprocess.run(f"zcat {path} | wc -l", shell=True, check=True, capture_output=True, text=True).stdout.strip()

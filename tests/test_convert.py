@@ -164,7 +164,8 @@ def test_truncated_shard_read_by_a_writer_thread_fails_the_job(models, tmp_path,
     cut = hf / f"model-0000{shard}-of-00003.safetensors"
     cut.write_bytes(cut.read_bytes()[:-1000])
     out = tmp_path / "out"
-    code = convert.main(["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local", "--threads", str(threads)])
+    code = convert.main(["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local",
+                         "--threads", str(threads)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: {cut}: tensor ") and err[-1].endswith(" is truncated"), err[-3:]
     assert not out.exists() and not list(tmp_path.glob(".out.tmp*")), "published a checkpoint with missing chunks"

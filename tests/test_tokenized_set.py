@@ -103,8 +103,8 @@ def test_the_index_cache_rule_exits_2_with_one_line_on_a_mixed_set(two_sets, tmp
     shutil.copy(f"{two_sets[1]}.bin", f"{mixed}.bin")
     done = tmp_path / "done.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(done),
-         "--set", f"train_data=[{mixed}]", f"validation_data={two_sets[1]}", f"index_cache={tmp_path / 'cache'}"],
+        [sys.executable, "-m", "workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu",
+         "--done", str(done), "--set", f"train_data=[{mixed}]", f"validation_data={two_sets[1]}", f"index_cache={tmp_path / 'cache'}"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {mixed}.bin: not the file that {mixed}.stats.json")
@@ -127,9 +127,9 @@ sys.exit(c4_tokenize.main(sys.argv[1:]))
 
 def test_a_tokenizer_killed_between_its_renames_leaves_a_refused_set_and_the_rerun_cleans_up(
         inputs, two_sets, demo_tokenizer_path, tmp_path):
-    prefix = _copy_set(two_sets[0], tmp_path / "c4-train.en_0_text_document")  # an old complete set ...
+    prefix = _copy_set(two_sets[0], tmp_path / "c4-train.en_0_text_document")  # an old complete set, overwritten
     args = ["--input", str(inputs[1]), "--output-prefix", str(prefix), "--tokenizer", str(demo_tokenizer_path)]
-    proc = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_RENAMES, *args], cwd=REPO,  # ... overwritten with other data
+    proc = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_RENAMES, *args], cwd=REPO,  # with other data
                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

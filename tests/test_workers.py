@@ -1,7 +1,7 @@
 """Errors of worker threads and processes reach the job: each kind of worker of the pipeline, one test each.
 
-Here: the shared guards (thread errors, dying child processes). The workers themselves are tested with their stage: DCP writer threads
-(tests/test_convert.py), the C4 reader thread (tests/test_c4_tokenize.py), ROUGE scoring processes
+Here: the shared guards (thread errors, dying child processes). The workers themselves are tested with their stage:
+DCP writer threads (tests/test_convert.py), the C4 reader thread (tests/test_c4_tokenize.py), ROUGE scoring processes
 (tests/test_rouge_score_eval.py), megatron's checkpoint writer processes (tests/test_train_reliability.py) and the
 raw-shard verification pool (tests/test_c4_consolidate.py)."""
 from __future__ import annotations
@@ -58,7 +58,8 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.parametrize("target,expected", [(_die, "was killed by SIGKILL"), (lambda: os._exit(3), "exited with status 3")])
+@pytest.mark.parametrize("target,expected", [(_die, "was killed by SIGKILL"),
+                                             (lambda: os._exit(3), "exited with status 3")])
 def test_a_child_that_dies_badly_interrupts_a_wait_for_its_report(target, expected):
     """The parent blocks on a queue the child never writes (megatron's writers report so); without the watch the
     wait would last forever (here: until the 30 s timeout, which fails the test)."""

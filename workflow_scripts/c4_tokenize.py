@@ -234,7 +234,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--add-bos", action="store_true")
     parser.add_argument("--bos-token", default="<s>")
     parser.add_argument("--eod-token", default="</s>")
-    parser.add_argument("--sources", type=Path, help="consolidation manifest, to name the raw shard (and line) of an error")
+    parser.add_argument("--sources", type=Path, help="consolidation manifest: errors name the raw shard and its line")
     parser.add_argument("--batch-docs", type=int, default=BATCH_DOCS)
     return parser.parse_args(argv)
 

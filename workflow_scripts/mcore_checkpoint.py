@@ -118,7 +118,7 @@ class _LazySavePlanner(SavePlanner):
 
     def missing(self, metadata: Metadata) -> list[str]:
         """Planned items that the written metadata has no storage record of (a writer that died without a word)."""
-        stored = {(index.fqn, tuple(index.offset) if index.offset is not None else None) for index in metadata.storage_data}
+        stored = {(i.fqn, tuple(i.offset) if i.offset is not None else None) for i in metadata.storage_data}
         missing = [f"{key} at {offset}" for key, offset in self.chunks if (key, offset) not in stored]
         return missing + [key for key in self.objects if (key, None) not in stored]
 
