@@ -25,7 +25,7 @@ rule c4_tokenize:
     params:
         prefix=subpath(output.bin, strip_suffix=".bin"),
         flags=c4_tokenize_flags,
-        # Only train files have a consolidation manifest; it lets a gzip error name the raw shard.
+        # The consolidation manifest: lets an error name the raw shard and its line.
         sources=c4_sources_manifest,
     log:
         "logs/c4/tokenize_{c4_name}.log",

@@ -84,7 +84,8 @@ def c4_tokenize_flags(wildcards):
 
 
 def c4_sources_manifest(wildcards):
-    """Train files have a consolidation manifest (lets a gzip error name the raw shard); validation has none."""
+    """The consolidation manifest of a file: raw shards' line ranges (train files also byte ranges), so that a
+    tokenization error names the raw shard and line."""
     return f"results/c4/consolidated/{wildcards.c4_name}.sources.json"
 
 

@@ -96,10 +96,10 @@ GOOD = b'{"text": "hello world", "url": "u"}\n'
 @pytest.mark.parametrize(
     "bad_line,message",
     [
-        (b'{"text": "unterminated\n', ":3: malformed JSON"),
-        (b'{"url": "no text"}\n', ":3: no 'text' field"),
-        (b'{"text": 5}\n', ":3: 'text' is int, not a string"),
-        (b'{"text": "caf\xe9"}\n', ":3: invalid UTF-8"),
+        (b'{"text": "unterminated\n', " line 3: malformed JSON"),
+        (b'{"url": "no text"}\n', " line 3: no 'text' field"),
+        (b'{"text": 5}\n', " line 3: 'text' is int, not a string"),
+        (b'{"text": "caf\xe9"}\n', " line 3: invalid UTF-8"),
     ],
 )
 def test_bad_lines_name_file_and_line(tmp_path, demo_tokenizer_path, capsys, bad_line, message):
@@ -110,6 +110,33 @@ def test_bad_lines_name_file_and_line(tmp_path, demo_tokenizer_path, capsys, bad
     assert code == 2
     assert f"{data}{message}" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []  # nothing partial, not even temporary files
+
+
+@pytest.mark.parametrize("bad_line,message", [
+    (b'{"text": "unterminated\n', "malformed JSON"),
+    (b'{"url": "no text"}\n', "no 'text' field"),
+    (b'{"text": "caf\xe9"}\n', "invalid UTF-8"),
+])
+def test_bad_lines_name_the_raw_shard_and_its_line(demo_corpus_dir, demo_tokenizer_path, tmp_path, capsys, bad_line,
+                                                  message):
+    """Line 5 of the third raw shard is bad (its gzip stream is fine, so consolidation passes it): the error names
+    the consolidated file's line and, from the manifest, the raw shard's."""
+    raw = sorted(demo_corpus_dir.glob("c4-train.*.json.gz"))
+    lines = gzip.decompress(raw[2].read_bytes()).splitlines(keepends=True)
+    bad = tmp_path / "raw" / raw[2].name
+    bad.parent.mkdir()
+    bad.write_bytes(gzip.compress(b"".join([*lines[:4], bad_line, *lines[5:]])))
+    shards = [raw[0], raw[1], bad, raw[3]]
+    data, manifest = tmp_path / "c4-train.en_0.json.gz", tmp_path / "c4-train.en_0.sources.json"
+    concatenate(shards, data, manifest)
+    before = sum(len(gzip.decompress(s.read_bytes()).splitlines()) for s in shards[:2])
+    out = tmp_path / "out" / "c4-train.en_0_text_document"
+    code = main(["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(demo_tokenizer_path),
+                 "--sources", str(manifest), "--batch-docs", "16"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith(f"error: {data} line {before + 5} (raw shard {bad} line 5): {message}"), last
+    assert list(out.parent.iterdir()) == []
 
 
 def test_truncated_gzip_names_the_raw_shard(consolidated, demo_tokenizer_path, tmp_path):
@@ -167,3 +194,30 @@ def test_memory_does_not_grow_with_input_size(demo_tokenizer_path, tmp_path):
     print(f"peak RSS {rss_small:.0f} MiB for 200 docs, {rss_large:.0f} MiB for 1600 docs")
     assert rss_large - rss_small < 64, (rss_small, rss_large)
     assert rss_large < 2048
+
+
+def test_an_error_in_the_reader_thread_fails_the_job_with_its_message(consolidated, demo_tokenizer_path, tmp_path,
+                                                                        monkeypatch):
+    """The reader runs in a prefetch thread: a read error there (a bad disk, after some batches went through) reaches
+    the job as itself, and nothing is published."""
+    import errno
+    import threading
+
+    from workflow_scripts import c4_tokenize
+
+    data, _ = consolidated
+    real, seen = c4_tokenize.read_documents, []
+
+    def failing_reader(path, *args, **kwargs):
+        batches = real(path, *args, **kwargs)
+        yield next(batches)
+        seen.append(threading.current_thread())
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(c4_tokenize, "read_documents", failing_reader)
+    out = tmp_path / "out" / "c4-train.en_0_text_document"
+    with pytest.raises(OSError, match=f"Input/output error: '{data}'"):
+        main(["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(demo_tokenizer_path),
+              "--batch-docs", "5"])
+    assert seen and seen[0] is not threading.main_thread()
+    assert list(out.parent.iterdir()) == []

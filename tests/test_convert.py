@@ -156,6 +156,93 @@ def test_parallel_sizes_must_divide_the_model(models, tmp_path, tp, pp, match):
     _expect_error(tmp_path, models["gqa"][0], match, tp=tp, pp=pp)
 
 
+@pytest.mark.parametrize("shard,threads", [(2, 3), (1, 2)])
+def test_truncated_shard_read_by_a_writer_thread_fails_the_job(models, tmp_path, capsys, shard, threads):
+    """The bug report: the second shard lost its last 1,000 bytes. The tensor whose data is cut is read by one of
+    DCP's extra writer threads at these thread counts (the main thread's share fails on its own)."""
+    hf = _copy(models["gqa"][0], tmp_path / "hf")
+    cut = hf / f"model-0000{shard}-of-00003.safetensors"
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    out = tmp_path / "out"
+    code = convert.main(["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local",
+                         "--threads", str(threads)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"error: {cut}: tensor ") and err[-1].endswith(" is truncated"), err[-3:]
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp*")), "published a checkpoint with missing chunks"
+
+
+def test_write_error_in_a_writer_thread_fails_the_job(models, tmp_path, monkeypatch):
+    """A disk error while a DCP writer thread (not the main thread) writes its file fails the conversion with it."""
+    import errno
+    import threading
+
+    from torch.distributed.checkpoint import filesystem
+
+    real = filesystem._write_item
+
+    def failing(transforms, stream, *args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            raise OSError(errno.ENOSPC, "No space left on device", stream.name)
+        return real(transforms, stream, *args, **kwargs)
+
+    monkeypatch.setattr(filesystem, "_write_item", failing)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match=r"No space left on device: '.*/\.out\.tmp-\d+/__0_\d\.distcp'"):
+        convert.hf_to_mcore(models["gqa"][0], out, threads=2)
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp*"))
+
+
+def test_items_without_a_storage_record_are_found(models):
+    """The last guard: a writer that vanished without any error still leaves its items unrecorded; they are named."""
+    from workflow_scripts.mcore_checkpoint import _LazySavePlanner, extra_state_key
+    from workflow_scripts.workers import ThreadErrors
+
+    metadata = McoreReader(models["gqa"][1]).metadata
+    chunks = convert._hf_to_mcore_chunks(None, SHAPES["gqa"][0].with_padding(1), "grouped")
+    objects = {extra_state_key(m): b"" for m in L.GLOBAL_EXTRA_STATE_MODULES}
+    planner = _LazySavePlanner(chunks, objects, None, ThreadErrors())
+    assert planner.missing(metadata) == []
+    dropped = next(i for i in metadata.storage_data if i.fqn == L.FC2 and tuple(i.offset)[0] == 1)
+    del metadata.storage_data[dropped]
+    assert planner.missing(metadata) == [f"{L.FC2} at (1, 0, 0)"]
+
+
+# A converter killed (SIGKILL: no cleanup) while DCP writes its files.
+_KILLED_MID_WRITE = """
+import os, signal, sys
+from workflow_scripts import convert, mcore_checkpoint
+real = mcore_checkpoint._LazySavePlanner.resolve_data
+def resolve_data(self, item):
+    self.calls = getattr(self, "calls", 0) + 1
+    if self.calls == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, item)
+mcore_checkpoint._LazySavePlanner.resolve_data = resolve_data
+sys.exit(convert.main(sys.argv[1:]))
+"""
+
+
+def test_temp_folder_of_a_killed_conversion_is_removed_by_the_next_run(models, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from train_fixtures import REPO
+
+    hf, out = models["gqa"][0], tmp_path / "out"
+    args = ["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local", "--threads", "1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = list(tmp_path.glob(".out.tmp-*"))
+    assert len(left) == 1 and left[0].is_dir() and any(left[0].iterdir()) and not out.exists()
+    convert.hf_to_mcore(hf, out, spec="local")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert McoreReader(out).shape(L.EMBEDDING) == McoreReader(models["gqa"][1]).shape(L.EMBEDDING)
+
+
 def test_cli_exits_2_with_one_line(models, tmp_path, capsys):
     code = convert.main(["hf-to-mcore", "--hf", str(models["gqa"][0]), "--out", str(tmp_path / "o"), "--tp", "4",
                          "--pp", "1", "--spec", "te"])

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from concurrent.futures.process import BrokenProcessPool
 
 import pandas as pd
 import pytest
@@ -105,4 +108,43 @@ def test_missing_log_exits_2_with_its_name(tmp_path, demo_tokenizer_path, capsys
                  "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json")])
     assert rc == 2
     assert "nope.json: accuracy log missing" in capsys.readouterr().err
+    assert not (tmp_path / "rouge.json").exists()
+
+
+def _worker_fault(monkeypatch, fault):
+    """Scoring fails only inside the pool's worker processes (forked, so they inherit the patch)."""
+    parent = os.getpid()
+    real = rouge_scorer.RougeScorer.score
+
+    def score(self, target, prediction):
+        if os.getpid() != parent:
+            fault()
+        return real(self, target, prediction)
+
+    monkeypatch.setattr(rouge_scorer.RougeScorer, "score", score)
+
+
+def _many(tmp_path, demo_tokenizer_path, n=64):
+    tok = Tokenizer.from_file(str(demo_tokenizer_path))
+    targets = (TARGETS * n)[:n]  # enough rows for the process pool (64 and more)
+    write_accuracy_log(tmp_path / "acc.json", [(i, tok.encode(t).ids) for i, t in enumerate(targets)])
+    return ["--samples", str(_samples(tmp_path, targets)), "--accuracy-log", str(tmp_path / "acc.json"),
+            "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json"), "--threads", "2"]
+
+
+def test_an_error_in_a_scoring_process_fails_the_job_with_its_message(tmp_path, demo_tokenizer_path, monkeypatch):
+    def fault():
+        raise ValueError(f"scoring failed in worker {os.getpid()}")
+
+    _worker_fault(monkeypatch, fault)
+    with pytest.raises(ValueError, match=r"scoring failed in worker \d+") as err:
+        R.main(_many(tmp_path, demo_tokenizer_path))
+    assert str(os.getpid()) not in str(err.value)  # raised in a worker, re-raised here
+    assert not (tmp_path / "rouge.json").exists()
+
+
+def test_a_killed_scoring_process_fails_the_job(tmp_path, demo_tokenizer_path, monkeypatch):
+    _worker_fault(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(BrokenProcessPool, match="terminated abruptly"):
+        R.main(_many(tmp_path, demo_tokenizer_path))
     assert not (tmp_path / "rouge.json").exists()

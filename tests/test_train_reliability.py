@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from train_fixtures import SEQ, make_model, packed_rows, train_cli
+from train_fixtures import REPO, SEQ, make_model, packed_rows, train_cli
 from workflow_scripts.errors import PipelineInputError
 from workflow_scripts.train_config import build_config
 
@@ -100,3 +103,31 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(setup
     (ckpt / "step_00000004" / "rank_0.pt").write_bytes(b"")
     none_left = train_cli(tmp_path / "none", ckpt, *six, check=False)
     assert none_left.returncode == 2 and "no complete checkpoint in" in none_left.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("full-disk", "No space left on device: '{folder}/__0_"),
+    ("killed", "checkpoint writer process "),  # the OOM killer's way: the writer reports nothing
+])
+def test_a_failing_checkpoint_writer_process_fails_the_run_and_marks_nothing_complete(setup, tmp_path, fault,
+                                                                                       message):
+    """Full-model training saves through megatron's dist_checkpointing, whose forked writer processes write the
+    .distcp files: their error fails the trainer with the file named, a killed writer (which megatron would wait for
+    forever) fails it as well; no checkpoint is marked complete, no result written."""
+    base, train, _ = setup
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    cmd = [sys.executable, str(REPO / "tests" / "workers" / "train_failing_writer.py"), fault, "--recipe",
+           "demo_base_cpu", "--out", str(out), "--ckpt-dir", str(ckpt), "--set", f"train_data=[{train}]",
+           f"validation_data={base / 'validation.npy'}", f"seq_length={SEQ}", "max_steps=4", "checkpoint_every_steps=2",
+           "eval_samples=4"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    folder = ckpt / "step_00000002" / "model"
+    assert f"CheckpointWriteError: {folder}: checkpoint not saved (" in last, last
+    assert message.format(folder=folder) in last, last
+    if fault == "killed":
+        assert last.endswith(" was killed by SIGKILL)"), last
+    assert not list(ckpt.glob("step_*/complete")) and not (out / "metrics.json").exists()
+    assert not (out / "checkpoint").exists()

@@ -6,7 +6,8 @@ vocabulary is under 65,500 tokens. Streams in batches: memory is bounded by the 
 
 CLI: python -m workflow_scripts.c4_tokenize --input F.json.gz --output-prefix P --tokenizer T [--threads N]
                                            [--append-eod] [--add-bos] [--sources F.sources.json]
-Writes P.bin, P.idx and P.stats.json (P is e.g. results/c4/tokenized/c4-train.en_6_text_document).
+Writes P.bin, P.idx and, last, P.stats.json with the sizes and hashes of the two (P is e.g.
+results/c4/tokenized/c4-train.en_6_text_document); readers check them (workflow_scripts/tokenized_set.py).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .errors import PipelineInputError
 from .indexed_dataset import IndexedDatasetWriter, optimal_dtype
 from .json_input import lone_surrogate
 from .progress import Progress
+from .tokenized_set import FILES_KEY, identities
 from .tokenizer_files import load_tokenizer, special_token_id, tokenizer_sha256
 
 log = logging.getLogger("c4_tokenize")
@@ -45,13 +47,23 @@ class Batch:
 def _source_of(sources: list[dict] | None, offset: int) -> str:
     """Which raw shard a compressed byte offset of a consolidated file came from (from the consolidation manifest)."""
     for entry in sources or []:
-        if entry["start"] <= offset < entry["end"]:
+        if entry.get("start", 0) <= offset < entry.get("end", -1):
             return f" (raw shard {entry['path']})"
     return ""
 
 
+def _line_of(path: Path, line_no: int, sources: list[dict] | None) -> str:
+    """`<file> line N`, with the raw shard and its own line where the consolidation manifest has line ranges."""
+    for entry in sources or []:
+        first = entry.get("first_line")
+        if first is not None and first <= line_no < first + entry["lines"]:
+            return f"{path} line {line_no} (raw shard {entry['path']} line {line_no - first + 1})"
+    return f"{path} line {line_no}"
+
+
 def read_documents(path: Path, batch_docs: int = BATCH_DOCS, sources: list[dict] | None = None) -> Iterator[Batch]:
-    """Yield batches of `text` fields; any bad line fails naming the file and 1-based line number."""
+    """Yield batches of `text` fields; any bad line fails naming the file and 1-based line number (and the raw shard
+    and its line, given the consolidation manifest's `sources`)."""
     texts: list[str] = []
     line_no = 0
     try:
@@ -64,16 +76,19 @@ def read_documents(path: Path, batch_docs: int = BATCH_DOCS, sources: list[dict]
                 try:
                     doc = json.loads(line)
                 except UnicodeDecodeError as err:
-                    raise PipelineInputError(f"{path}:{line_no}: invalid UTF-8 ({err.reason} at byte {err.start})") from err
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: invalid UTF-8 ({err.reason} at "
+                                             f"byte {err.start})") from err
                 except json.JSONDecodeError as err:
-                    raise PipelineInputError(f"{path}:{line_no}: malformed JSON ({err.msg} at column {err.colno})") from err
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: malformed JSON ({err.msg} at "
+                                             f"column {err.colno})") from err
                 if not isinstance(doc, dict) or "text" not in doc:
-                    raise PipelineInputError(f"{path}:{line_no}: no 'text' field")
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: no 'text' field")
                 text = doc["text"]
                 if not isinstance(text, str):
-                    raise PipelineInputError(f"{path}:{line_no}: 'text' is {type(text).__name__}, not a string")
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: 'text' is {type(text).__name__}, "
+                                             "not a string")
                 if problem := lone_surrogate(line, text):
-                    raise PipelineInputError(f"{path}:{line_no}: 'text' {problem}")
+                    raise PipelineInputError(f"{_line_of(path, line_no, sources)}: 'text' {problem}")
                 texts.append(text)
                 if len(texts) == batch_docs:
                     yield Batch(texts, raw.tell())
@@ -171,6 +186,10 @@ def tokenize_file(
     progress.update(total, force=True, docs=stats.documents, tokens=stats.tokens)
     try:
         verified = verify_with_megatron(tmp_prefix, stats.documents, stats.tokens)
+        files = identities(tmp_prefix)
+        # The old stats.json goes first and the new one comes last: a job killed in between leaves a set that every
+        # reader refuses (tokenized_set.read_stats), never old stats describing new files.
+        Path(f"{output_prefix}.stats.json").unlink(missing_ok=True)
         for ext in (".bin", ".idx"):
             os.replace(f"{tmp_prefix}{ext}", f"{output_prefix}{ext}")
     finally:
@@ -188,6 +207,7 @@ def tokenize_file(
         "append_eod": append_eod,
         "add_bos": add_bos,
         "verified_by": verified,
+        FILES_KEY: files,
     }
     write_json(f"{output_prefix}.stats.json", result)
     return result
@@ -217,7 +237,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--add-bos", action="store_true")
     parser.add_argument("--bos-token", default="<s>")
     parser.add_argument("--eod-token", default="</s>")
-    parser.add_argument("--sources", type=Path, help="consolidation manifest, to name the raw shard of a gzip error")
+    parser.add_argument("--sources", type=Path, help="consolidation manifest: errors name the raw shard and its line")
     parser.add_argument("--batch-docs", type=int, default=BATCH_DOCS)
     return parser.parse_args(argv)
 

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.metadata import (
 from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, TensorWriteData, WriteItem, WriteItemType
 
 from .errors import PipelineInputError
+from .workers import ThreadErrors, thread_errors
 
 MEGATRON_METADATA = {"sharded_backend": "torch_dist", "sharded_backend_version": 1,
                      "common_backend": "torch", "common_backend_version": 1}
@@ -58,14 +59,19 @@ def empty_extra_state() -> bytes:
     return buffer.getvalue()
 
 
+class _Cancelled(Exception):
+    """Raised by the other writers once one has failed: the checkpoint is lost anyway, stop reading inputs."""
+
+
 class _LazySavePlanner(SavePlanner):
     """DCP save planner whose items come from Chunk descriptions; tensors are made when the writer asks."""
 
-    def __init__(self, chunks: list[Chunk], objects: dict[str, bytes], on_chunk: Callable[[Chunk], None] | None):
+    def __init__(self, chunks: list[Chunk], objects: dict[str, bytes], on_chunk: Callable[[Chunk], None] | None,
+                 errors: ThreadErrors):
         self.chunks = {(c.key, c.offset): c for c in chunks}
         if len(self.chunks) != len(chunks):
             raise ValueError("two chunks share a key and offset")
-        self.objects, self.on_chunk = objects, on_chunk
+        self.objects, self.on_chunk, self.errors = objects, on_chunk, errors
 
     def set_up_planner(self, state_dict, storage_meta=None, is_coordinator: bool = True) -> None:  # noqa: ARG002
         pass
@@ -95,14 +101,26 @@ class _LazySavePlanner(SavePlanner):
     def resolve_data(self, write_item: WriteItem):
         if write_item.type == WriteItemType.BYTE_IO:
             return io.BytesIO(self.objects[write_item.index.fqn])
+        if self.errors.failed:
+            raise _Cancelled("another writer failed")
         chunk = self.chunks[(write_item.index.fqn, tuple(write_item.index.offset))]
-        tensor = chunk.produce()
+        try:
+            tensor = chunk.produce()
+        except Exception as err:
+            self.errors.add(err)  # any writer thread may get here; the first error is what the job reports
+            raise
         if tuple(tensor.shape) != chunk.shape or tensor.dtype != chunk.dtype:
             raise RuntimeError(f"{chunk.key} at {chunk.offset}: produced {tuple(tensor.shape)} {tensor.dtype}, "
                                f"planned {chunk.shape} {chunk.dtype}")
         if self.on_chunk:
             self.on_chunk(chunk)
         return tensor.contiguous()
+
+    def missing(self, metadata: Metadata) -> list[str]:
+        """Planned items that the written metadata has no storage record of (a writer that died without a word)."""
+        stored = {(i.fqn, tuple(i.offset) if i.offset is not None else None) for i in metadata.storage_data}
+        missing = [f"{key} at {offset}" for key, offset in self.chunks if (key, offset) not in stored]
+        return missing + [key for key in self.objects if (key, None) not in stored]
 
 
 def write_checkpoint(out_dir: Path, chunks: list[Chunk], objects: dict[str, bytes],
@@ -117,16 +135,21 @@ def write_checkpoint(out_dir: Path, chunks: list[Chunk], objects: dict[str, byte
     crc32 = torch.serialization.get_crc32_options()
     torch.serialization.set_crc32_options(False)
     try:
-        dcp_save({}, storage_writer=writer, planner=_LazySavePlanner(chunks, objects, on_chunk), no_dist=True)
-    except CheckpointException as err:
-        # DCP wraps errors of the chunk producers; surface a bad-input error as itself.
-        for failure in err.failures.values():
-            cause = failure[0] if isinstance(failure, tuple) else failure
-            if isinstance(cause, PipelineInputError):
-                raise cause from err
-        raise
+        # DCP's extra writer threads die with a printed traceback and DCP returns without their files' records
+        # (the output looked complete): their errors are collected and raised here instead.
+        with thread_errors() as errors:
+            planner = _LazySavePlanner(chunks, objects, on_chunk, errors)
+            try:
+                metadata = dcp_save({}, storage_writer=writer, planner=planner, no_dist=True)
+            except CheckpointException as err:
+                errors.raise_first(err)  # the chunk producer's own error (bad input keeps exit code 2)
+                raise
     finally:
         torch.serialization.set_crc32_options(crc32)
+    missing = planner.missing(metadata)
+    if missing:
+        raise RuntimeError(f"{out_dir}: {len(missing)} of {len(planner.chunks) + len(objects)} checkpoint items were "
+                           f"not written (first: {missing[0]})")
     torch.save({}, out_dir / "common.pt")
     (out_dir / "metadata.json").write_text(json.dumps(MEGATRON_METADATA))
 

@@ -552,8 +552,6 @@ class Trainer:
         return 6 * self.model_params * self.cfg.tensor_parallel * tokens_per_s / peak
 
     def _save_final_model(self) -> None:
-        from megatron.core import dist_checkpointing
-
         from .convert import write_model_config
         from .llama_model import hf_config_dict
 
@@ -563,7 +561,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         torch.distributed.barrier()
-        dist_checkpointing.save(self.model.sharded_state_dict(), str(tmp))
+        train_checkpoint.dist_save(self.model.sharded_state_dict(), tmp)
         torch.distributed.barrier()
         if self.rank == 0:
             # hf_config lets `convert mcore-to-hf` export the trained model

@@ -19,6 +19,27 @@ import torch
 COMPLETE = "complete"
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written; the message names the folder and the writer's own error."""
+
+
+def dist_save(sharded_state_dict: dict, folder: Path) -> None:
+    """megatron dist_checkpointing.save, whose writer processes report their errors through DCP's CheckpointException:
+    re-raised as one line naming the folder and the worker's error (e.g. the file a full disk refused). A writer
+    killed outright never reports and megatron would wait for it forever (a trainer hung so, ignoring SIGTERM): the
+    children are watched during the save."""
+    from megatron.core import dist_checkpointing
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from .workers import checkpoint_failure, child_deaths
+
+    try:
+        with child_deaths("checkpoint writer"):
+            dist_checkpointing.save(sharded_state_dict, str(folder))
+    except (Exception, CheckpointException) as err:  # CheckpointException is a BaseException
+        raise CheckpointWriteError(f"{folder}: checkpoint not saved ({checkpoint_failure(err)})") from err
+
+
 def complete_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     """Step folders marked complete, newest first."""
     ckpt_dir = Path(ckpt_dir)
@@ -68,8 +89,6 @@ def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dic
          metadata: dict[str, str] | None = None) -> Path:
     """Collective: every rank calls it. Returns the step folder. `metadata` (name -> text) is written by rank 0
     before the folder is marked complete (the run's fingerprint)."""
-    from megatron.core import dist_checkpointing
-
     rank = torch.distributed.get_rank()
     folder = Path(ckpt_dir) / f"step_{step:08d}"
     if rank == 0:
@@ -78,7 +97,7 @@ def save(ckpt_dir: str | Path, step: int, model: torch.nn.Module, trainable: dic
     torch.distributed.barrier()
     if full_model:
         (folder / "model").mkdir(exist_ok=True)
-        dist_checkpointing.save(model.sharded_state_dict(), str(folder / "model"))
+        dist_save(model.sharded_state_dict(), folder / "model")
     state = {"trainable": {k: v.detach().clone() for k, v in trainable.items()}, "optimizer": optimizer.state_dict(),
              "rng": rng_state(), "progress": progress}
     tmp = folder / f".rank_{rank}.pt.tmp"

@@ -4,7 +4,8 @@
   targets = ids[1:] and loss_mask = mask[1:], with the last position's prediction masked out: the HF reference's
   label-aligned semantics (§1.5) on the reference's S-token input (S = 8192 keeps FP8's divisibility rules; with causal
   attention the first S-1 positions are exactly those of an (S-1)-token input).
-- Pretraining: megatron-core GPTDataset through BlendedMegatronDatasetBuilder over the tokenized C4 prefixes.
+- Pretraining: megatron-core GPTDataset through BlendedMegatronDatasetBuilder over the tokenized C4 prefixes, each
+  first checked against its stats.json (one tokenization run's .bin and .idx, workflow_scripts/tokenized_set.py).
 The training order is a pure function of (seed, global sample number), so a resumed run reads exactly what an
 uninterrupted one would.
 """
@@ -18,6 +19,7 @@ import torch
 
 from .errors import PipelineInputError
 from .lfs_pointer import refuse_lfs_pointer
+from .tokenized_set import read_stats
 
 
 @dataclass
@@ -137,9 +139,7 @@ class GPTBatches:
         from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
         for prefix in [*prefixes, validation_prefix]:
-            for ext in (".bin", ".idx"):
-                if not Path(prefix + ext).is_file():
-                    raise PipelineInputError(f"{prefix}{ext}: tokenized data not found")
+            read_stats(prefix)  # .bin, .idx and stats.json present and from one tokenization run
         weights = list(weights) if weights else None
         config = GPTDatasetConfig(
             random_seed=seed, sequence_length=seq_length,

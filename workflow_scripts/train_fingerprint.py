@@ -7,29 +7,15 @@ small files (a Megatron .idx, model_config.json) are hashed whole.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from .errors import PipelineInputError
+from .file_identity import file_identity
 
 FILE = "fingerprint.json"
 NOT_DEFINING = ("checkpoint_every_steps", "log_every_steps")  # change how a run is logged, not what it computes
-EDGE = 1 << 20
-
-
-def file_identity(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        if size <= 4 * EDGE:
-            digest.update(handle.read())
-        else:
-            digest.update(handle.read(EDGE))
-            handle.seek(size - EDGE)
-            digest.update(handle.read(EDGE))
-    return {"size": size, "sha256_edges": digest.hexdigest()}
 
 
 def input_identity(path_or_prefix: str) -> dict[str, Any]:
