@@ -121,7 +121,7 @@ def test_c4_line_with_a_lone_surrogate_names_file_and_line(tmp_path, demo_tokeni
     code = c4_tokenize.main(["--input", str(data), "--output-prefix", str(out), "--tokenizer",
                              str(demo_tokenizer_path), "--batch-docs", "2"])
     assert code == 2
-    assert _error_line(capsys) == (f"error: {data}:3: 'text' holds a lone surrogate \\ud800 at character 7, "
+    assert _error_line(capsys) == (f"error: {data} line 3: 'text' holds a lone surrogate \\ud800 at character 7, "
                                    "not Unicode text")
     assert _empty_or_absent(out.parent)
 

@@ -158,8 +158,9 @@ def test_parallel_sizes_must_divide_the_model(models, tmp_path, tp, pp, match):
 
 @pytest.mark.parametrize("shard,threads", [(2, 3), (1, 2)])
 def test_truncated_shard_read_by_a_writer_thread_fails_the_job(models, tmp_path, capsys, shard, threads):
-    """The bug report: the second shard lost its last 1,000 bytes. The tensor whose data is cut is read by one of
-    DCP's extra writer threads at these thread counts (the main thread's share fails on its own)."""
+    """The bug report: the second shard lost its last 1,000 bytes (at these thread counts the cut tensor would be read
+    by one of DCP's extra writer threads). The shard's header is checked against its size before any writer starts,
+    so the job fails naming the shard and the cut tensor; an error inside a writer thread is the next test's."""
     hf = _copy(models["gqa"][0], tmp_path / "hf")
     cut = hf / f"model-0000{shard}-of-00003.safetensors"
     cut.write_bytes(cut.read_bytes()[:-1000])
@@ -167,12 +168,14 @@ def test_truncated_shard_read_by_a_writer_thread_fails_the_job(models, tmp_path,
     code = convert.main(["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local",
                          "--threads", str(threads)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith(f"error: {cut}: tensor ") and err[-1].endswith(" is truncated"), err[-3:]
+    assert code == 2 and err[-1].startswith(f"error: {cut}: tensor ") and err[-1].endswith("(truncated)"), err[-3:]
     assert not out.exists() and not list(tmp_path.glob(".out.tmp*")), "published a checkpoint with missing chunks"
 
 
 def test_write_error_in_a_writer_thread_fails_the_job(models, tmp_path, monkeypatch):
-    """A disk error while a DCP writer thread (not the main thread) writes its file fails the conversion with it."""
+    """A disk error while a DCP writer thread (not the main thread) writes its file fails the conversion with it,
+    reported as a full disk naming the output."""
+    from workflow_scripts.errors import DiskFullError
     import errno
     import threading
 
@@ -187,8 +190,9 @@ def test_write_error_in_a_writer_thread_fails_the_job(models, tmp_path, monkeypa
 
     monkeypatch.setattr(filesystem, "_write_item", failing)
     out = tmp_path / "out"
-    with pytest.raises(OSError, match=r"No space left on device: '.*/\.out\.tmp-\d+/__0_\d\.distcp'"):
+    with pytest.raises(DiskFullError, match=f"No space left on device writing {out}$") as caught:
         convert.hf_to_mcore(models["gqa"][0], out, threads=2)
+    assert isinstance(caught.value.__cause__, OSError) and "__0_" in str(caught.value.__cause__)  # the writer's own
     assert not out.exists() and not list(tmp_path.glob(".out.tmp*"))
 
 

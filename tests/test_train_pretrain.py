@@ -70,6 +70,28 @@ def test_pretraining_on_own_indexed_data(tokenized, tmp_path):
     assert '"value": "llama31_405b"' in log and '"key": "train_samples"' in log
 
 
+def test_a_corrupt_newest_full_model_checkpoint_falls_back_to_the_previous_one(tokenized, tmp_path):
+    """Full-model checkpoints are megatron dist checkpoints, whose reader fails with torch's CheckpointException (a
+    BaseException): a cut chunk file in the newest one is named and the previous complete one resumed, with the
+    uninterrupted run's losses."""
+    base, prefixes, val = tokenized
+    sets = ["--set", SHAPE, f"train_data=[{prefixes[0]}]", f"validation_data={val}",
+            f"index_cache={tmp_path / 'cache'}", "seq_length=64", "global_batch_size=4", "micro_batch_size=4",
+            "max_steps=6", "warmup_steps=1", "lr=3e-3", "eval_every_samples=1000", "eval_samples=4", "target=0.5",
+            "checkpoint_every_steps=2"]  # saves at steps 2 and 4
+    _run("workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
+         *sets)
+    args = ["workflow_scripts.train", "--recipe", "demo_pretrain_cpu", *sets]
+    _run(*args, "--out", str(tmp_path / "whole"), "--ckpt-dir", str(tmp_path / "ckpt"))
+    chunk = next((tmp_path / "ckpt" / "step_00000004").rglob("*.distcp"))
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    again = _run(*args, "--out", str(tmp_path / "again"), "--ckpt-dir", str(tmp_path / "ckpt"))
+    assert f"checkpoint {tmp_path / 'ckpt' / 'step_00000004'} cannot be read" in again.stderr
+    assert f"resumed from {tmp_path / 'ckpt' / 'step_00000002'} (step 2)" in again.stderr
+    losses = [[r["loss"] for r in csv.DictReader(open(tmp_path / run / "steps.csv"))] for run in ("whole", "again")]
+    assert len(losses[0]) == 6 and losses[1] == losses[0], losses
+
+
 @pytest.mark.slow  # several processes (gloo)
 @pytest.mark.parametrize("layout", [{"pipeline_parallel": 2}, {"tensor_parallel": 2, "sequence_parallel": True}],
                          ids=["pp2", "tp2_sequence_parallel"])

@@ -367,12 +367,15 @@ class Trainer:
     def _resume(self) -> tuple[Path | None, dict[str, Any] | None]:
         """The newest complete checkpoint that every rank reads without error, and its progress. A corrupt one (a
         truncated file, a bad disk) is named and the previous complete one is used."""
+        # torch's distributed-checkpoint reader raises CheckpointException, a BaseException (full-model checkpoints)
+        from torch.distributed.checkpoint.api import CheckpointException
+
         tried: list[str] = []
         for candidate in train_checkpoint.complete_checkpoints(self.ckpt_dir):
             error = None
             try:
                 progress = train_checkpoint.load(candidate, self.model, self.optimizer, self.full_model)
-            except Exception as err:  # noqa: BLE001 - any failure to read it makes this checkpoint unusable
+            except (Exception, CheckpointException) as err:  # noqa: BLE001 - any read failure makes it unusable
                 error = f"{type(err).__name__}: {err}"
             failed = torch.tensor([0 if error is None else 1], device=self.device)
             torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
