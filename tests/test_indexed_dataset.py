@@ -62,3 +62,23 @@ def test_out_of_range_ids_are_refused(tmp_path):
         writer.add_documents(np.array([70000], dtype=np.int64), np.array([1]))
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_read_back_agrees_with_megatron_and_refuses_damaged_files(tmp_path):
+    """The tokenizer's own read-back (no megatron import in the job) sees what megatron-core's reader sees, and a cut
+    or padded .bin, a cut .idx or a foreign header is refused naming the file."""
+    from workflow_scripts.indexed_dataset import read_back
+
+    docs = _random_docs(np.random.default_rng(5), 40, 60000)
+    writer = IndexedDatasetWriter(tmp_path / "x", np.uint16)
+    writer.add_documents(np.array([t for d in docs for t in d], dtype=np.uint16), np.array([len(d) for d in docs]))
+    writer.finalize()
+    megatron = IndexedDataset(str(tmp_path / "x"))
+    assert read_back(tmp_path / "x") == (len(megatron), int(megatron.sequence_lengths.sum()))
+    bin_bytes, idx_bytes = (tmp_path / "x.bin").read_bytes(), (tmp_path / "x.idx").read_bytes()
+    for name, data, damaged in (("x.bin", bin_bytes, bin_bytes[:-2]), ("x.bin", bin_bytes, bin_bytes + b"\0\0"),
+                                ("x.idx", idx_bytes, idx_bytes[:-8]), ("x.idx", idx_bytes, b"NOTANIDX" + idx_bytes[8:])):
+        (tmp_path / name).write_bytes(damaged)
+        with pytest.raises(ValueError, match=str(tmp_path / name)):
+            read_back(tmp_path / "x")
+        (tmp_path / name).write_bytes(data)

@@ -100,12 +100,22 @@ def test_first_step_loss_is_the_hf_models_loss(setup, uninterrupted):
     rows = np.load(train, allow_pickle=True)
     ids = np.stack([r["input_ids"] for r in rows])
     mask = np.stack([r["loss_mask"] for r in rows])
-    order = sample_order(len(rows), 1234, 0, 4)  # step 0's samples, two micro-batches of two
-    total = 0.0
-    for half in (order[:2], order[2:]):
-        losses, m = _hf_row_losses(hf, ids[half], mask[half])
-        total += float((losses * m).sum() / m.sum()) / 2
+    order = sample_order(len(rows), 1234, 0, 4)  # step 0's samples (two micro-batches of two)
+    losses, m = _hf_row_losses(hf, ids[order], mask[order])
+    # the reference's loss: one row per micro-batch, each row's mean over its answer tokens, averaged over the batch
+    total = float(((losses * m).sum(1) / m.sum(1).clamp(min=1)).mean())
     assert abs(_losses(uninterrupted)[0] - total) < 1e-4
+
+
+def test_micro_batch_size_does_not_change_the_lora_losses(setup, tmp_path):
+    """The LoRA loss is the mean of per-row means whatever rows a micro-batch holds (GBS 4 as 4 x 1 or 1 x 4)."""
+    base, *_, sets = setup
+    sets = [s for s in sets if not s.startswith("micro_batch_size")] + [
+        "max_steps=3", "lora={rank: 16, alpha: 32, dropout: 0.0, targets: [linear_qkv, linear_proj]}"]
+    train_cli(tmp_path / "one", tmp_path / "one_c", *sets, "micro_batch_size=1")
+    train_cli(tmp_path / "four", tmp_path / "four_c", *sets, "micro_batch_size=4")
+    one, four = _losses(tmp_path / "one"), _losses(tmp_path / "four")
+    assert len(one) == 3 and max(abs(a - b) for a, b in zip(one, four)) < 1e-5, (one, four)
 
 
 def test_eval_metric_equals_transformers_on_the_merged_model(setup, uninterrupted, tmp_path):

@@ -28,7 +28,7 @@ import numpy as np
 from .atomic import temp_sibling, write_json
 from .cli import run_main
 from .errors import PipelineInputError
-from .indexed_dataset import IndexedDatasetWriter, optimal_dtype
+from .indexed_dataset import IndexedDatasetWriter, optimal_dtype, read_back
 from .json_input import lone_surrogate
 from .progress import Progress
 from .tokenized_set import FILES_KEY, identities
@@ -185,7 +185,7 @@ def tokenize_file(
     stats.documents, stats.tokens = writer.sequences, writer.tokens
     progress.update(total, force=True, docs=stats.documents, tokens=stats.tokens)
     try:
-        verified = verify_with_megatron(tmp_prefix, stats.documents, stats.tokens)
+        verified = verify_written(tmp_prefix, stats.documents, stats.tokens)
         files = identities(tmp_prefix)
         # The old stats.json goes first and the new one comes last: a job killed in between leaves a set that every
         # reader refuses (tokenized_set.read_stats), never old stats describing new files.
@@ -213,18 +213,13 @@ def tokenize_file(
     return result
 
 
-def verify_with_megatron(prefix: Path, documents: int, tokens: int) -> str:
-    """Read the files back with megatron-core's own reader and check counts; returns the reader's name."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    dataset = IndexedDataset(str(prefix))
-    read_tokens = int(dataset.sequence_lengths.sum(dtype=np.int64))
-    if len(dataset) != documents or read_tokens != tokens or len(dataset.document_indices) != documents + 1:
-        raise RuntimeError(
-            f"{prefix}: megatron-core reads {len(dataset)} documents / {read_tokens} tokens, "
-            f"writer wrote {documents} / {tokens}"
-        )
-    return f"megatron.core.datasets.indexed_dataset.IndexedDataset"
+def verify_written(prefix: Path, documents: int, tokens: int) -> str:
+    """Read the index back (indexed_dataset.read_back) and check its counts against the writer's; returns how."""
+    read_docs, read_tokens = read_back(prefix)
+    if (read_docs, read_tokens) != (documents, tokens):
+        raise RuntimeError(f"{prefix}: the index holds {read_docs} documents / {read_tokens} tokens, "
+                           f"the writer wrote {documents} / {tokens}")
+    return "workflow_scripts.indexed_dataset.read_back"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

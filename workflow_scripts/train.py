@@ -31,7 +31,7 @@ from .progress import Progress
 from .schedules import EvalSchedule, cosine_lr, cosine_with_linear_warmup
 from .train_config import TrainConfig, build_config
 from .train_data import GPTBatches, load_packed, sample_order
-from .train_loss import eval_sums, install_token_loss, masked_mean, stage_output
+from .train_loss import eval_sums, install_token_loss, masked_mean, row_mean, stage_output
 
 log = logging.getLogger("train")
 EXIT_PREEMPTED = 75  # the job saved a checkpoint on a signal; the rule's retry resumes it
@@ -240,7 +240,9 @@ class Trainer:
         return int(t)
 
     def _batch_loss(self, losses: torch.Tensor, batch) -> torch.Tensor:
-        return masked_mean(losses, batch.loss_mask)
+        # LoRA: the reference's loss (one row per micro-batch) whatever micro_batch_size is; SFT (HF Trainer) and
+        # pretraining: the token mean of the micro-batch
+        return (row_mean if self.cfg.workload == "lora" else masked_mean)(losses, batch.loss_mask)
 
     def _batch_eval_sums(self, losses: torch.Tensor, batch) -> torch.Tensor:
         return eval_sums(losses, batch.loss_mask, per_row=self.cfg.workload != "pretrain")

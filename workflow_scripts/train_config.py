@@ -206,9 +206,10 @@ def llama2_70b_sft_8xh100_bf16(**overrides: Any) -> TrainConfig:
 def demo_lora_cpu(**overrides: Any) -> TrainConfig:
     """The real LoRA protocol (r 16, alpha 32, dropout 0.1, GBS 8, clip 0.3, wd 1e-4, eval every 384 samples after 3
     skipped, target 0.925) on the demo model. The rules leave the learning rate free (mlperf-spec §1.7): 4e-3 here, as
-    the tiny demo model at 4e-4 improves too slowly (1.431 -> 1.416 between evaluations, measured)."""
+    the tiny demo model at 4e-4 improves too slowly (1.431 -> 1.416 between evaluations, measured). Micro-batches of
+    4 rows (the loss is still the mean of per-row means, as with the reference's one row): +16% tokens/s on 2 cores."""
     return llama2_70b_lora_8xh100_fp8(**{"recipe": "demo_lora_cpu", "spec": "local", "precision": "fp32",
-                                         "tensor_parallel": 1, "seq_length": 512,
+                                         "tensor_parallel": 1, "seq_length": 512, "micro_batch_size": 4,
                                          "lr": 4e-3, **overrides})
 
 

@@ -54,6 +54,12 @@ def masked_mean(losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
+def row_mean(losses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean over a micro-batch's rows of each row's masked token mean: what the LoRA reference computes with one
+    row per micro-batch, for any micro-batch size (a row without answer tokens adds 0, as it does there)."""
+    return ((losses * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+
+
 def eval_sums(losses: torch.Tensor, mask: torch.Tensor, per_row: bool) -> torch.Tensor:
     """(sum, count) in float64 of a batch's evaluation metric: per_row (LoRA, §1.8) each row's mean loss on its answer
     tokens, over rows that have any; else (pretraining, §2.7) the token NLLs the mask counts."""
