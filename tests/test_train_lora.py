@@ -107,6 +107,7 @@ def test_first_step_loss_is_the_hf_models_loss(setup, uninterrupted):
     assert abs(_losses(uninterrupted)[0] - total) < 1e-4
 
 
+@pytest.mark.slow  # several trainer runs: the full suite's
 def test_micro_batch_size_does_not_change_the_lora_losses(setup, tmp_path):
     """The LoRA loss is the mean of per-row means whatever rows a micro-batch holds (GBS 4 as 4 x 1 or 1 x 4)."""
     base, *_, sets = setup

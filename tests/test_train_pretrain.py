@@ -70,6 +70,7 @@ def test_pretraining_on_own_indexed_data(tokenized, tmp_path):
     assert '"value": "llama31_405b"' in log and '"key": "train_samples"' in log
 
 
+@pytest.mark.slow  # several trainer runs: the full suite's
 def test_a_corrupt_newest_full_model_checkpoint_falls_back_to_the_previous_one(tokenized, tmp_path):
     """Full-model checkpoints are megatron dist checkpoints, whose reader fails with torch's CheckpointException (a
     BaseException): a cut chunk file in the newest one is named and the previous complete one resumed, with the

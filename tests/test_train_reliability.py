@@ -33,6 +33,7 @@ def _strict_json(path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
+@pytest.mark.slow  # several trainer runs: the full suite's
 def test_a_checkpoint_of_other_settings_or_inputs_is_never_resumed(setup, tmp_path):
     base, train, sets = setup
     ckpt = tmp_path / "ckpt"
@@ -57,6 +58,7 @@ def test_a_checkpoint_of_other_settings_or_inputs_is_never_resumed(setup, tmp_pa
     assert "resumed from" in logging_only.stderr and "(step 2)" in logging_only.stderr
 
 
+@pytest.mark.slow  # several trainer runs: the full suite's
 def test_a_checkpoint_without_fingerprint_is_refused_by_name(setup, tmp_path):
     base, _, sets = setup
     ckpt = tmp_path / "ckpt"
@@ -86,6 +88,7 @@ def test_non_finite_or_negative_optimizer_settings_are_refused_by_key(key, value
         build_config("demo_lora_cpu", {"checkpoint": "x", key: value})
 
 
+@pytest.mark.slow  # several trainer runs: the full suite's
 def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(setup, tmp_path):
     base, _, sets = setup
     six = [*sets, "max_steps=6"]
@@ -105,6 +108,7 @@ def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(setup
     assert none_left.returncode == 2 and "no complete checkpoint in" in none_left.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # several trainer runs: the full suite's
 @pytest.mark.parametrize("fault,message", [
     ("full-disk", "No space left on device: '{folder}/__0_"),
     ("killed", "checkpoint writer process "),  # the OOM killer's way: the writer reports nothing
