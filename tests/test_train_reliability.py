@@ -88,6 +88,20 @@ def test_non_finite_or_negative_optimizer_settings_are_refused_by_key(key, value
         build_config("demo_lora_cpu", {"checkpoint": "x", key: value})
 
 
+@pytest.mark.parametrize("recipe,overrides,message", [
+    ("demo_lora_cpu", {"lora": {"rank": 16, "alhpa": 32}}, r"unknown train config key\(s\) lora.\['alhpa'\]"),
+    ("demo_lora_cpu", {"lora": {"rank": "sixteen"}}, "lora.rank: 'sixteen' is not a number"),
+    ("demo_lora_cpu", {"lora": {"rank": True}}, "lora.rank: True is not a number"),
+    ("demo_lora_cpu", {"lora": {"targets": "linear_qkv"}}, "lora.targets: 'linear_qkv' is not a list"),
+    ("demo_pretrain_cpu", {"model_shape": {"hiden_size": 64}}, r"model_shape.\['hiden_size'\]"),
+])
+def test_unknown_or_mistyped_sub_keys_are_refused_by_name(recipe, overrides, message):
+    """Sub-keys of `lora` and `model_shape` are checked where the config is built (snakemake -n builds it), not by a
+    constructor after the model loaded."""
+    with pytest.raises(PipelineInputError, match=message):
+        build_config(recipe, {"checkpoint": "x", **overrides} if "lora" in recipe else overrides)
+
+
 @pytest.mark.slow  # several trainer runs: the full suite's
 def test_a_corrupt_newest_checkpoint_is_named_and_the_previous_one_resumed(setup, tmp_path):
     base, _, sets = setup

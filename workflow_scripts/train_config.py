@@ -147,6 +147,28 @@ def _lora(**kw: Any) -> LoraSettings:
     return LoraSettings(**kw)
 
 
+def _lora_settings(values: dict[str, Any]) -> LoraSettings:
+    """`lora:` from a config: every sub-key known and of its type, named when not (before any model is built)."""
+    kinds = {"rank": int, "alpha": float, "dropout": float, "targets": tuple}
+    if unknown := sorted(set(values) - set(kinds)):
+        raise PipelineInputError(f"unknown train config key(s) lora.{unknown}; known: {sorted(kinds)}")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        kind = kinds[key]
+        try:
+            if kind is tuple:
+                if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                    raise TypeError
+                out[key] = tuple(value)
+            elif isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            else:
+                out[key] = kind(value)
+        except (TypeError, ValueError) as err:
+            raise PipelineInputError(f"train config key lora.{key}: {value!r} is not {'a list' if kind is tuple else 'a number'}") from err
+    return LoraSettings(**out)
+
+
 # ---- recipes -------------------------------------------------------------------------------------------------------
 
 def llama2_70b_lora_8xh100_fp8(**overrides: Any) -> TrainConfig:
@@ -271,7 +293,14 @@ def build_config(recipe: str, overrides: dict[str, Any]) -> TrainConfig:
             except ValueError as err:
                 raise PipelineInputError(f"train config key {key}: {value!r} is not a number") from err
     if isinstance(overrides.get("lora"), dict):
-        overrides["lora"] = LoraSettings(**{k: tuple(v) if k == "targets" else v for k, v in overrides["lora"].items()})
+        overrides["lora"] = _lora_settings(overrides["lora"])
+    if isinstance(overrides.get("model_shape"), dict):
+        from .llama_model import LlamaConfig
+
+        shape_keys = {f.name for f in dataclasses.fields(LlamaConfig)}
+        if unknown := sorted(set(overrides["model_shape"]) - shape_keys):
+            raise PipelineInputError(f"unknown train config key(s) model_shape.{unknown} for recipe {recipe}; "
+                                     f"known: {sorted(shape_keys)}")
     for key in ("train_data", "train_weights"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])
