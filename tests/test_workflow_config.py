@@ -69,13 +69,16 @@ def test_snakemake_stops_before_any_rule_on_bad_config(workflow_copy, tmp_path):
 @pytest.mark.parametrize("train,message", [
     ({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"learning_rate": 1.0}}},
      "train.lora (recipe 'demo_lora_cpu', seed 1234): unknown train config key(s) ['learning_rate']"),
-    ({"lora": {"recipe": "llama3_lora_cpu", "seeds": [1234]}}, "unknown recipe 'llama3_lora_cpu'"),
-    ({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"lr": -1.0}}},
-     "lr must be a finite number > 0, got -1.0"),
-    ({"pretrain": {"recipe": "demo_pretrain_cpu", "seeds": [1234], "blend": ["c4-train.en_6", "c4-train.en_7"],
-                   "weights": [100]}}, "train_weights must have one weight per train_data entry"),
-    ({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"tensor_parallel": 2}}},
-     "tensor_parallel x pipeline_parallel = 2 x 1 does not divide the 1 processes"),
+    # one Snakemake planning run each: the first case stays in the fast tier, the others are the full suite's
+    pytest.param({"lora": {"recipe": "llama3_lora_cpu", "seeds": [1234]}}, "unknown recipe 'llama3_lora_cpu'",
+                 marks=pytest.mark.slow),
+    pytest.param({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"lr": -1.0}}},
+                 "lr must be a finite number > 0, got -1.0", marks=pytest.mark.slow),
+    pytest.param({"pretrain": {"recipe": "demo_pretrain_cpu", "seeds": [1234],
+                               "blend": ["c4-train.en_6", "c4-train.en_7"], "weights": [100]}},
+                 "train_weights must have one weight per train_data entry", marks=pytest.mark.slow),
+    pytest.param({"lora": {"recipe": "demo_lora_cpu", "seeds": [1234], "overrides": {"tensor_parallel": 2}}},
+                 "tensor_parallel x pipeline_parallel = 2 x 1 does not divide the 1 processes", marks=pytest.mark.slow),
 ])
 def test_dry_run_refuses_training_configs_the_job_would_refuse(workflow_copy, tmp_path, train, message):
     override = tmp_path / "train.yaml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -32,6 +33,7 @@ def test_demo_npy_files_match_packed_rows(demo_run):
     assert "govreport_pack" in (demo_run / "logs/govreport/pack_validation.log").read_text()
 
 
+@pytest.mark.slow  # runs Snakemake on several rules: the full suite's
 def test_packed_source_converts_given_parquet_files(tmp_path):
     workdir = copy_workflow(tmp_path / "wf")
     rng = np.random.default_rng(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from conftest import copy_workflow, run_snakemake
@@ -24,6 +25,7 @@ def test_demo_splits_are_packed_chunks(demo_run):
         assert int(ids.max()) < tokenizer.get_vocab_size() and (ids == tokenizer.token_to_id("<|im_end|>")).any()
 
 
+@pytest.mark.slow  # runs Snakemake on several rules: the full suite's
 def test_configured_folder_and_globs(tmp_path, demo_tokenizer_path):
     workdir = copy_workflow(tmp_path / "wf")
     data = tmp_path / "ultrachat_200k" / "data"
