@@ -1,7 +1,7 @@
 # MLPerf-style LLM pipeline: raw data -> scored, compliant results. Table of contents only; rules live in rules/.
 from snakemake.utils import min_version
 
-from workflow_scripts.config_check import validate_config
+from workflow_scripts.core.config_check import validate_config
 
 min_version("9.0")
 

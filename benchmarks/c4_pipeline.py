@@ -1,8 +1,8 @@
 """Benchmark of the C4 data path against its peers, side by side in one run, on the same cores.
 
-  tokenization: workflow_scripts.c4_tokenize.tokenize_file (gzip + JSON + tokenize + .bin/.idx + megatron read-back)
+  tokenization: workflow_scripts.data.c4_tokenize.tokenize_file (gzip + JSON + tokenize + .bin/.idx + megatron read-back)
                 vs  tokenizers' Tokenizer.encode_batch over the same texts already in memory (target >= 0.8x)
-  consolidation: workflow_scripts.c4_consolidate.concatenate  vs  `cat` of the same shards (target >= 0.9x)
+  consolidation: workflow_scripts.data.c4_consolidate.concatenate  vs  `cat` of the same shards (target >= 0.9x)
   memory: peak RSS of the tokenization entry point run as the rule runs it (target < 2 GiB)
 
 Run:  .venv/bin/python benchmarks/c4_pipeline.py [--mb 200] [--threads 2]
@@ -28,7 +28,7 @@ OUT = ROOT / "benchmarks" / "out" / "c4"
 
 def generate(mb: int, shards: int) -> list[Path]:
     """Shards of the demo generator until `mb` MB of uncompressed JSON lines exist (cached)."""
-    from workflow_scripts.demo_c4_corpus import DocumentGenerator
+    from workflow_scripts.demo.demo_c4_corpus import DocumentGenerator
 
     raw = OUT / f"raw_{mb}mb"
     marker = raw / "done"
@@ -51,7 +51,7 @@ def generate(mb: int, shards: int) -> list[Path]:
 
 def tokenizer_for(shards: list[Path], vocab: int) -> Path:
     """A byte-level BPE of Mixtral's vocabulary size trained on the first shard (cached)."""
-    from workflow_scripts.demo_tokenizer import train_tokenizer
+    from workflow_scripts.demo.demo_tokenizer import train_tokenizer
 
     path = OUT / f"tokenizer_{vocab}.json"
     if not path.exists():
@@ -84,8 +84,8 @@ def main() -> None:
 
     from tokenizers import Tokenizer
 
-    from workflow_scripts.c4_consolidate import concatenate
-    from workflow_scripts.c4_tokenize import BATCH_DOCS, tokenize_file
+    from workflow_scripts.data.c4_consolidate import concatenate
+    from workflow_scripts.data.c4_tokenize import BATCH_DOCS, tokenize_file
 
     shards = generate(args.mb, args.shards)
     tok_path = tokenizer_for(shards, args.vocab)
@@ -144,7 +144,7 @@ def main() -> None:
 
     # Peak RSS of the entry point exactly as the rule runs it (a fresh process).
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    cmd = None if args.quick else [sys.executable, "-m", "workflow_scripts.c4_tokenize", "--input", str(merged), "--output-prefix",
+    cmd = None if args.quick else [sys.executable, "-m", "workflow_scripts.data.c4_tokenize", "--input", str(merged), "--output-prefix",
            str(work / "rss_text_document"), "--tokenizer", str(tok_path), "--threads", str(args.threads)]
     if cmd:
         subprocess.run(cmd, check=True, cwd=ROOT, stderr=subprocess.DEVNULL)

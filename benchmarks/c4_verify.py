@@ -43,7 +43,7 @@ def median_s(fn, repeats: int) -> float:
 
 def baseline_module(commit: str):
     """c4_consolidate.py as of `commit`, importable beside the working tree's (its relative imports still resolve)."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:workflow_scripts/c4_consolidate.py"],
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:workflow_scripts/data/c4_consolidate.py"],
                             check=True, capture_output=True, text=True).stdout
     path = OUT / "c4_consolidate_baseline.py"
     path.write_text(source)
@@ -54,7 +54,7 @@ def baseline_module(commit: str):
 
 
 def demo_sized(old, new, repeats: int) -> list[str]:
-    from workflow_scripts.demo_c4_corpus import generate_corpus
+    from workflow_scripts.demo.demo_c4_corpus import generate_corpus
 
     demo, fixture, work = OUT / "demo", OUT / "fixture", OUT / "work"
     for folder, args in ((demo, (16, 8, 120, 100, 1234)), (fixture, (4, 2, 40, 30, 7))):
@@ -89,7 +89,7 @@ def demo_sized(old, new, repeats: int) -> list[str]:
 
 
 def throughput(new, mb: int) -> list[str]:
-    from workflow_scripts.demo_c4_corpus import DocumentGenerator
+    from workflow_scripts.demo.demo_c4_corpus import DocumentGenerator
 
     raw = OUT / f"raw_{mb}mb"
     shards = [raw / f"c4-train.{i:05d}-of-00008.json.gz" for i in range(8)]
@@ -118,11 +118,11 @@ def throughput(new, mb: int) -> list[str]:
 
 
 def set_check(repeats: int) -> list[str]:
-    from workflow_scripts.c4_consolidate import concatenate
-    from workflow_scripts.c4_tokenize import tokenize_file
-    from workflow_scripts.demo_tokenizer import train_tokenizer
-    from workflow_scripts.file_identity import file_identity
-    from workflow_scripts.tokenized_set import read_stats
+    from workflow_scripts.data.c4_consolidate import concatenate
+    from workflow_scripts.data.c4_tokenize import tokenize_file
+    from workflow_scripts.demo.demo_tokenizer import train_tokenizer
+    from workflow_scripts.core.file_identity import file_identity
+    from workflow_scripts.data.tokenized_set import read_stats
 
     raw, work = sorted((OUT / "demo").glob("c4-train.*")), OUT / "work"
     tokenizer = work / "tokenizer.json"
@@ -161,7 +161,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(OUT / "work", ignore_errors=True)
     (OUT / "work").mkdir()
-    from workflow_scripts import c4_consolidate
+    from workflow_scripts.data import c4_consolidate
 
     rows = demo_sized(baseline_module(args.baseline), c4_consolidate, args.repeats)
     rows += throughput(c4_consolidate, args.mb) + set_check(args.repeats)

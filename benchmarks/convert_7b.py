@@ -23,9 +23,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from workflow_scripts import mcore_layout as L  # noqa: E402
-from workflow_scripts.hf_checkpoint import INDEX, SafetensorsFile, write_sharded  # noqa: E402
-from workflow_scripts.llama_model import LlamaConfig, hf_config_dict  # noqa: E402
+from workflow_scripts.convert import mcore_layout as L  # noqa: E402
+from workflow_scripts.convert.hf_checkpoint import INDEX, SafetensorsFile, write_sharded  # noqa: E402
+from workflow_scripts.model.llama_model import LlamaConfig, hf_config_dict  # noqa: E402
 
 
 def llama2_7b(layers: int) -> LlamaConfig:

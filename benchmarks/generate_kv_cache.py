@@ -1,4 +1,4 @@
-"""Benchmark of greedy generation: megatron-core KV cache, batched (workflow_scripts.generate) vs re-running the
+"""Benchmark of greedy generation: megatron-core KV cache, batched (workflow_scripts.inference.generate) vs re-running the
 whole sequence every step without a cache (the naive peer), same model, prompts and thread count, same process.
 
 Both must produce the same tokens (checked). Model: the demo Llama shape (4096 vocab, hidden 64, 2 layers, GQA 8/2)
@@ -21,9 +21,9 @@ OUT = ROOT / "benchmarks" / "out" / "generate"
 
 
 def model_dir() -> Path:
-    from workflow_scripts.convert import hf_to_mcore
-    from workflow_scripts.demo_llama import write_llama
-    from workflow_scripts.llama_model import LlamaConfig
+    from workflow_scripts.convert.conversion import hf_to_mcore
+    from workflow_scripts.demo.demo_llama import write_llama
+    from workflow_scripts.model.llama_model import LlamaConfig
 
     mcore = OUT / "mcore"
     if not mcore.exists():
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from workflow_scripts import generate as G
+    from workflow_scripts.inference import generate as G
 
     model, cfg = G.load_model(model_dir())
     gen = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""Benchmark of generation sharded over torchrun processes: `python -m workflow_scripts.generate` in one process (the
+"""Benchmark of generation sharded over torchrun processes: `python -m workflow_scripts.inference.generate` in one process (the
 peer: the single-process run the rule did before) vs torchrun with 2 processes as data parallel 2 and as tensor
 parallel 2, same model, prompts and one thread per process, run one after the other here.
 
@@ -45,9 +45,9 @@ def inputs(samples: int) -> tuple[Path, Path]:
 
 def run(nproc: int, tp: int, args: list[str], out: Path) -> tuple[dict, float]:
     out.mkdir(parents=True, exist_ok=True)
-    launcher = ([sys.executable, "-m", "workflow_scripts.generate"] if nproc == 0 else
+    launcher = ([sys.executable, "-m", "workflow_scripts.inference.generate"] if nproc == 0 else
                 [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                 "-m", "workflow_scripts.generate"])
+                 "-m", "workflow_scripts.inference.generate"])
     cmd = [*launcher, *args, "--tp", str(tp), "--out", str(out / "acc.json"), "--stats", str(out / "stats.json")]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), check=True,
@@ -64,7 +64,7 @@ def main() -> None:
     import torch
     from generate_kv_cache import model_dir
 
-    from workflow_scripts.accuracy_log import read_accuracy_log
+    from workflow_scripts.inference.accuracy_log import read_accuracy_log
 
     samples, tokenizer = inputs(a.samples)
     common = ["--mcore", str(model_dir()), "--samples", str(samples), "--tokenizer", str(tokenizer),

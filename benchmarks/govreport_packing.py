@@ -1,6 +1,6 @@
 """Benchmark of GovReport packing (path a) against its peers, side by side in one run, on the same cores.
 
-  pipeline:   workflow_scripts.govreport_pack.pack_file (parquet rows -> template -> tokenize -> filter -> batch-wise
+  pipeline:   workflow_scripts.data.govreport_pack.pack_file (parquet rows -> template -> tokenize -> filter -> batch-wise
               packing -> packed parquet), train split semantics (num_proc 8, batch_size 1000), seq_length 8192
   tokenizer:  tokenizers' encode_batch_fast over the same templated texts already in memory (no reading, no packing)
   reference:  the MLPerf reference's own pipeline (scripts/utils.py): transformers fast tokenizer in datasets.map,
@@ -47,7 +47,7 @@ def corpus(docs: int, seed: int = 2024) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workflow_scripts.demo_c4_corpus import DocumentGenerator
+    from workflow_scripts.demo.demo_c4_corpus import DocumentGenerator
 
     path = OUT / f"govreport_{docs}docs_seed{seed}.parquet"
     if path.exists():
@@ -98,7 +98,7 @@ def reference_pipeline(data: Path, tok_path: Path, threads: int) -> tuple[int, i
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    from workflow_scripts.tokenizer_files import load_tokenizer
+    from workflow_scripts.data.tokenizer_files import load_tokenizer
 
     base = load_tokenizer(tok_path)
     base.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", base.token_to_id("<s>"))])
@@ -147,9 +147,9 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from workflow_scripts import govreport_pack
-    from workflow_scripts.progress import setup_logging
-    from workflow_scripts.tokenizer_files import load_tokenizer
+    from workflow_scripts.data import govreport_pack
+    from workflow_scripts.core.progress import setup_logging
+    from workflow_scripts.data.tokenizer_files import load_tokenizer
 
     setup_logging()  # the pipeline's progress lines go to stderr
     data = corpus(args.docs)

@@ -1,7 +1,7 @@
 """GPU runs of the trainer and generation on the demo artifacts: parallel layouts against one GPU, side by side.
 
 Runs, on a machine with >= 2 GPUs (see shared/gpu/README.md for the kit), each through the same entry points the rules
-use (`torchrun ... -m workflow_scripts.train` / `-m workflow_scripts.generate`):
+use (`torchrun ... -m workflow_scripts.train` / `-m workflow_scripts.inference.generate`):
   LoRA (demo model, TE spec, fp32 so layouts compare to ~1e-5): 1 GPU with megatron DDP + optimizer; the same with
   torch AdamW (the CPU path, as a peer); DP 2 with the distributed optimizer; DP 2 killed after step 3 and resumed;
   TP 2; PP 2. Pretraining (random init, bf16, TE) and SFT (bf16, TE) on 1 GPU. Generation on 1 GPU, DP 2 and TP 2.
@@ -108,7 +108,7 @@ def generate(name: str, demo: Path, out: Path, nproc: int, tp: int) -> dict:
             "--stats", str(out / f"{name}_stats.json"), "--max-new-tokens", "32", "--min-new-tokens", "1",
             "--batch-size", "8", "--limit", "40", "--tp", str(tp)]
     start = time.time()
-    code = launch(nproc, "workflow_scripts.generate", args, out / f"{name}.log")
+    code = launch(nproc, "workflow_scripts.inference.generate", args, out / f"{name}.log")
     result = {"check": name, "gpus": nproc, "exit": code, "wall_s": round(time.time() - start, 1)}
     if code == 0:
         result["tokens"] = {e["qsl_idx"]: e["data"] for e in json.loads(acc.read_text())}
@@ -159,7 +159,7 @@ def main() -> None:
         val = str(next(tokenized.glob("c4-validation-*_text_document.idx"))).removesuffix(".idx")
         sets = [f"train_data=[{prefixes[0]}, {prefixes[1]}]", "train_weights=[50, 50]", f"validation_data={val}",
                 f"index_cache={out / 'index_cache'}", "spec=te", "precision=bf16", "max_steps=40"]
-        launch(1, "workflow_scripts.build_index_cache", ["--recipe", "demo_pretrain_cpu", "--done",
+        launch(1, "workflow_scripts.train.build_index_cache", ["--recipe", "demo_pretrain_cpu", "--done",
                                                          str(out / "index_cache.json"), "--set", *sets], out / "index.log")
         results.append(train("pretrain_1gpu_bf16", "demo_pretrain_cpu", sets, out))
     if want("sft"):

@@ -35,9 +35,9 @@ def profile(precision: str, steps: int, out: Path) -> dict:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     from benchmarks.lora_throughput_7b import synthetic_rows
-    from workflow_scripts import train as trainer_module
-    from workflow_scripts.llama_model import init_parallel, shutdown_parallel
-    from workflow_scripts.train_config import build_config
+    from workflow_scripts.train import trainer as trainer_module
+    from workflow_scripts.model.llama_model import init_parallel, shutdown_parallel
+    from workflow_scripts.train.train_config import build_config
 
     data = synthetic_rows(Path("/tmp/lora7b_rows.npy"), 16)
     cfg = build_config("llama2_7b_lora_1xh100_bf16", {"precision": precision, "random_base": True,

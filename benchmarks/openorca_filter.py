@@ -1,6 +1,6 @@
 """Benchmark of the OpenOrca filter stage against the reference's way of doing it, side by side on the same cores.
 
-  ours:      workflow_scripts.openorca_filter.filter_parquet (record batches, tokenizers' encode_batch, streamed parquet)
+  ours:      workflow_scripts.data.openorca_filter.filter_parquet (record batches, tokenizers' encode_batch, streamed parquet)
   reference: processorca.py's approach: whole parquet in pandas, one `tokenizer(text)["input_ids"]` call per row
              through transformers (PreTrainedTokenizerFast, BOS post-processor as Llama's), whole-frame filters
 Both read the same generated parquet (demo_openorca, realistic row mix) with the same demo tokenizer; each runs in its
@@ -33,8 +33,8 @@ def tokenizer_path() -> Path:
         return demo
     cached = OUT / "tokenizer.json"
     if not cached.exists():
-        from workflow_scripts.demo_c4_corpus import generate_corpus
-        from workflow_scripts.demo_tokenizer import train_tokenizer
+        from workflow_scripts.demo.demo_c4_corpus import generate_corpus
+        from workflow_scripts.demo.demo_tokenizer import train_tokenizer
 
         shards = generate_corpus(OUT / "c4", 4, 1, 120, 10, seed=1234)[:4]
         cached.write_text(train_tokenizer(shards, 4096).to_str())
@@ -42,7 +42,7 @@ def tokenizer_path() -> Path:
 
 
 def run_ours(parquet: Path, tokenizer: Path) -> int:
-    from workflow_scripts.openorca_filter import filter_parquet
+    from workflow_scripts.data.openorca_filter import filter_parquet
 
     stats = filter_parquet(parquet, tokenizer, OUT / "ours.parquet", OUT / "ours.json", response_init_token="Ġ")
     return stats["kept"]
@@ -53,7 +53,7 @@ def run_reference(parquet: Path, tokenizer: Path) -> int:
     from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
-    from workflow_scripts.openorca_rules import BAD_SYSTEM_PROMPTS
+    from workflow_scripts.data.openorca_rules import BAD_SYSTEM_PROMPTS
 
     raw = Tokenizer.from_file(str(tokenizer))
     raw.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
@@ -98,7 +98,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.parquet, args.tokenizer)
         return
-    from workflow_scripts.demo_openorca import write_demo_parquet
+    from workflow_scripts.demo.demo_openorca import write_demo_parquet
 
     OUT.mkdir(parents=True, exist_ok=True)
     parquet = OUT / f"orca_{args.rows_per_origin}.parquet"

@@ -21,7 +21,7 @@ rule c4_consolidate_train:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.c4_consolidate train --out {output.data} --manifest {output.manifest}"
+        "python -m workflow_scripts.data.c4_consolidate train --out {output.data} --manifest {output.manifest}"
         " --threads {threads} {input} > {log} 2>&1"
 
 
@@ -44,5 +44,5 @@ rule c4_consolidate_validation:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.c4_consolidate validation --docs {wildcards.docs} --out {output.data}"
+        "python -m workflow_scripts.data.c4_consolidate validation --docs {wildcards.docs} --out {output.data}"
         " --manifest {output.manifest} --threads {threads} {input} > {log} 2>&1"

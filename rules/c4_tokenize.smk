@@ -38,5 +38,5 @@ rule c4_tokenize:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.c4_tokenize --input {input.data} --output-prefix {params.prefix}"
+        "python -m workflow_scripts.data.c4_tokenize --input {input.data} --output-prefix {params.prefix}"
         " --tokenizer {input.tokenizer} --threads {threads} {params.flags} --sources {params.sources} > {log} 2>&1"

@@ -1,9 +1,9 @@
 # Shared helpers of all rules: config checks that a schema cannot express, input functions, target lists.
 from pathlib import Path
 
-from workflow_scripts import c4_layout
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.runtime import export_interpreter_path, export_package_path
+from workflow_scripts.data import c4_layout
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.core.runtime import export_interpreter_path, export_package_path
 
 
 wildcard_constraints:

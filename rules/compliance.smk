@@ -18,5 +18,5 @@ rule compliance:
     conda:
         "../envs/inference.yaml"
     shell:
-        "python -m workflow_scripts.compliance --record --log {input.log} --benchmark {params.benchmark}"
+        "python -m workflow_scripts.scoring.compliance --record --log {input.log} --benchmark {params.benchmark}"
         " --ruleset {params.ruleset} --out {output} > {log} 2>&1"

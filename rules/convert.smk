@@ -51,5 +51,5 @@ rule verify_conversion:
     conda:
         "../envs/convert.yaml"
     shell:
-        "python -m workflow_scripts.verify_conversion --hf {input.hf} --mcore {input.mcore} --out {output}"
+        "python -m workflow_scripts.convert.verify_conversion --hf {input.hf} --mcore {input.mcore} --out {output}"
         " --tolerance {params.tolerance} --seed {params.seed} > {log} 2>&1"

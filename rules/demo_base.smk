@@ -24,7 +24,7 @@ rule demo_base_corpus:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.demo_base_corpus --govreport {input.govreport} --tokenizer {input.tokenizer}"
+        "python -m workflow_scripts.demo.demo_base_corpus --govreport {input.govreport} --tokenizer {input.tokenizer}"
         " --out {output.data} --stats {output.stats} --govreport-rows {params.govreport_rows}"
         " --rows-per-origin {params.rows_per_origin} --seed {params.seed}"
         " --bos-token '{params.bos_token}' --eos-token '{params.eos_token}'"

@@ -24,7 +24,7 @@ rule demo_c4_corpus:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.demo_c4_corpus --out {params.out}"
+        "python -m workflow_scripts.demo.demo_c4_corpus --out {params.out}"
         " --train-shards {params.train_shards} --validation-shards {params.validation_shards}"
         " --train-docs {params.train_docs} --validation-docs {params.validation_docs} --seed {params.seed}"
         " > {log} 2>&1"
@@ -47,4 +47,4 @@ rule demo_tokenizer:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.demo_tokenizer --out {output} --vocab-size {params.vocab_size} {input.shards} > {log} 2>&1"
+        "python -m workflow_scripts.demo.demo_tokenizer --out {output} --vocab-size {params.vocab_size} {input.shards} > {log} 2>&1"

@@ -24,7 +24,7 @@ rule demo_govreport:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.demo_govreport --out {params.out} --tokenizer {input.tokenizer}"
+        "python -m workflow_scripts.demo.demo_govreport --out {params.out} --tokenizer {input.tokenizer}"
         " --train-docs {params.train_docs} --validation-rows {params.validation_rows} --seq-length {params.seq_length}"
         " --num-proc {params.num_proc} --batch-size {params.batch_size} --seed {params.seed} > {log} 2>&1"
 
@@ -44,7 +44,7 @@ rule govreport_hub:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.govreport_hub --dataset '{params.dataset}' --name '{params.name}'"
+        "python -m workflow_scripts.data.govreport_hub --dataset '{params.dataset}' --name '{params.name}'"
         " --revision '{params.revision}' --split {wildcards.govreport_split} --output {output}"
         " --num-proc {threads} > {log} 2>&1"
 
@@ -70,7 +70,7 @@ rule govreport_pack:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.govreport_pack --input {input.rows} --tokenizer {input.tokenizer} {params.flags}"
+        "python -m workflow_scripts.data.govreport_pack --input {input.rows} --tokenizer {input.tokenizer} {params.flags}"
         " --output {output.parquet} --stats {output.stats} --threads {threads} > {log} 2>&1"
 
 
@@ -94,5 +94,5 @@ rule govreport_npy:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.govreport_npy --input {input.data} --output {output.npy} --stats {output.stats}"
+        "python -m workflow_scripts.data.govreport_npy --input {input.data} --output {output.npy} --stats {output.stats}"
         " --seq-length {params.seq_length} {params.pack_stats} > {log} 2>&1"

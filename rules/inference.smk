@@ -33,7 +33,7 @@ rule generate:
     conda:
         "../envs/inference.yaml"
     shell:
-        "torchrun --standalone --nproc-per-node {params.nproc} -m workflow_scripts.generate --tp {params.tp}"
+        "torchrun --standalone --nproc-per-node {params.nproc} -m workflow_scripts.inference.generate --tp {params.tp}"
         " --mcore {input.checkpoint} --samples {input.samples}"
         " --tokenizer {input.tokenizer} --eos-token '{params.eos_token}' --out {output.accuracy_log}"
         " --stats {output.stats} --max-new-tokens {params.max_new_tokens} --min-new-tokens {params.min_new_tokens}"
@@ -57,5 +57,5 @@ rule rouge_score:
     conda:
         "../envs/inference.yaml"
     shell:
-        "python -m workflow_scripts.rouge_score_eval --samples {input.samples} --accuracy-log {input.accuracy_log}"
+        "python -m workflow_scripts.scoring.rouge_score_eval --samples {input.samples} --accuracy-log {input.accuracy_log}"
         " --tokenizer {input.tokenizer} --out {output} --limit {params.samples} --threads {threads} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule demo_openorca_parquet:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.demo_openorca --out {output} --rows-per-origin {params.rows_per_origin}"
+        "python -m workflow_scripts.demo.demo_openorca --out {output} --rows-per-origin {params.rows_per_origin}"
         " --seed {params.seed} > {log} 2>&1"
 
 
@@ -46,7 +46,7 @@ rule openorca_filter:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.openorca_filter --input {input.parquet} --tokenizer {input.tokenizer}"
+        "python -m workflow_scripts.data.openorca_filter --input {input.parquet} --tokenizer {input.tokenizer}"
         " --output {output.full} --stats {output.stats} --seqlen-limit {params.seqlen_limit}"
         " --bos-token '{params.bos_token}' --response-init-token '{params.response_init_token}'"
         " --threads {threads} > {log} 2>&1"
@@ -73,7 +73,7 @@ rule openorca_sample:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.openorca_sample --input {input.full} --filter-stats {input.filter_stats}"
+        "python -m workflow_scripts.data.openorca_sample --input {input.full} --filter-stats {input.filter_stats}"
         " --total-samples {params.total} --calibration-size {params.calibration_size} --seed {params.seed}"
         " --calibration-seed {params.calibration_seed} --output {output.pkl} --output-parquet {output.parquet}"
         " --calibration {output.calibration} --stats {output.stats} > {log} 2>&1"

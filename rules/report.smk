@@ -39,7 +39,7 @@ rule plot_train_loss:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.report_plots loss --steps {input.steps} --evals {input.evals}"
+        "python -m workflow_scripts.report.report_plots loss --steps {input.steps} --evals {input.evals}"
         " --metrics {input.metrics} --out {output} > {log} 2>&1"
 
 
@@ -63,7 +63,7 @@ rule plot_train_throughput:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.report_plots throughput --steps {input.steps} --metrics {input.metrics}"
+        "python -m workflow_scripts.report.report_plots throughput --steps {input.steps} --metrics {input.metrics}"
         " --out {output} > {log} 2>&1"
 
 
@@ -85,7 +85,7 @@ rule plot_conversion_parity:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.report_plots parity --parity {input} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.report.report_plots parity --parity {input} --out {output} > {log} 2>&1"
 
 
 rule plot_data_statistics:
@@ -112,7 +112,7 @@ rule plot_data_statistics:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.report_plots data-stats --c4 {input.c4} --govreport {input.govreport}"
+        "python -m workflow_scripts.report.report_plots data-stats --c4 {input.c4} --govreport {input.govreport}"
         " --govreport-packed {input.govreport_packed} --ultrachat {input.ultrachat} --openorca {input.openorca}"
         " --out {output.svg} --out-csv {output.csv} > {log} 2>&1"
 
@@ -137,7 +137,7 @@ rule plot_rule_benchmarks:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.report_plots benchmarks --dir {params.folder} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.report.report_plots benchmarks --dir {params.folder} --out {output} > {log} 2>&1"
 
 
 rule score_table_html:
@@ -158,5 +158,5 @@ rule score_table_html:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.report_plots table-html --csv {input} --title 'Score table' --out {output}"
+        "python -m workflow_scripts.report.report_plots table-html --csv {input} --title 'Score table' --out {output}"
         " > {log} 2>&1"

@@ -18,5 +18,5 @@ rule score_table:
     conda:
         "../envs/inference.yaml"
     shell:
-        "python -m workflow_scripts.score_table --rouge {input.rouge} --metrics {input.metrics}"
+        "python -m workflow_scripts.scoring.score_table --rouge {input.rouge} --metrics {input.metrics}"
         " --compliance {input.compliance} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

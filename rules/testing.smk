@@ -14,4 +14,4 @@ if config.get("testing", {}).get("gpu_probe", False):
         conda:
             "../envs/data.yaml"
         shell:
-            "python -m workflow_scripts.gpu_probe --out {output} > {log} 2>&1"
+            "python -m workflow_scripts.ops.gpu_probe --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# Training on megatron-core: Llama 2 70B LoRA on GovReport and Llama 3.1 pretraining on C4 (workflow_scripts/train.py).
+# Training on megatron-core: Llama 2 70B LoRA on GovReport and Llama 3.1 pretraining on C4 (workflow_scripts/train/trainer.py).
 # Checkpoints live in a params folder (checkpoints/...), not an output: Snakemake deletes a job's outputs before a
 # rerun, and a rerun must resume from them.
 
@@ -55,7 +55,7 @@ rule pretrain_index_cache:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m workflow_scripts.build_index_cache --recipe {params.recipe} --overrides-inline '{params.overrides}'"
+        "python -m workflow_scripts.train.build_index_cache --recipe {params.recipe} --overrides-inline '{params.overrides}'"
         " --done {output} > {log} 2>&1"
 
 

@@ -163,8 +163,8 @@ def _check_training_configs():
     recipe or override key, a bad value, train weights that do not match the blend, a layout the launch cannot hold."""
     from types import SimpleNamespace
 
-    from workflow_scripts.errors import PipelineInputError
-    from workflow_scripts.train_config import build_config
+    from workflow_scripts.core.errors import PipelineInputError
+    from workflow_scripts.train.train_config import build_config
 
     for workload, section in config["train"].items():
         for seed in section["seeds"]:

@@ -19,7 +19,7 @@ rule demo_ultrachat:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.demo_ultrachat --out {params.out} --train-conversations {params.train}"
+        "python -m workflow_scripts.demo.demo_ultrachat --out {params.out} --train-conversations {params.train}"
         " --test-conversations {params.test} --seed {params.seed} > {log} 2>&1"
 
 
@@ -35,7 +35,7 @@ rule ultrachat_tokenizer:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.ultrachat_tokenizer --tokenizer {input} --output {output} {params.flags} > {log} 2>&1"
+        "python -m workflow_scripts.data.ultrachat_tokenizer --tokenizer {input} --output {output} {params.flags} > {log} 2>&1"
 
 
 rule ultrachat_pack:
@@ -58,5 +58,5 @@ rule ultrachat_pack:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.ultrachat_pack --tokenizer {input.tokenizer} --output {output.parquet}"
+        "python -m workflow_scripts.data.ultrachat_pack --tokenizer {input.tokenizer} --output {output.parquet}"
         " --stats {output.stats} --threads {threads} {params.flags} {input.files} > {log} 2>&1"

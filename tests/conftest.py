@@ -35,7 +35,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def demo_corpus_dir(tmp_path_factory) -> Path:
     """A tiny generated C4 corpus (4 train + 2 validation shards)."""
-    from workflow_scripts.demo_c4_corpus import generate_corpus
+    from workflow_scripts.demo.demo_c4_corpus import generate_corpus
 
     out = tmp_path_factory.mktemp("c4raw")
     generate_corpus(out, train_shards=4, validation_shards=2, train_docs=40, validation_docs=30, seed=7)
@@ -45,7 +45,7 @@ def demo_corpus_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_tokenizer_path(tmp_path_factory, demo_corpus_dir) -> Path:
     """The demo BPE tokenizer (same code as rule demo_tokenizer), trained on the tiny corpus."""
-    from workflow_scripts.demo_tokenizer import train_tokenizer
+    from workflow_scripts.demo.demo_tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
     shards = sorted(demo_corpus_dir.glob("c4-train.*.json.gz"))

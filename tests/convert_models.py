@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workflow_scripts.convert import hf_to_mcore
-from workflow_scripts.demo_llama import write_llama
-from workflow_scripts.llama_model import LlamaConfig, RopeScaling
+from workflow_scripts.convert.conversion import hf_to_mcore
+from workflow_scripts.demo.demo_llama import write_llama
+from workflow_scripts.model.llama_model import LlamaConfig, RopeScaling
 
 _BASE = dict(hidden_size=64, intermediate_size=160, num_layers=2, head_dim=8, max_position_embeddings=256)
 

@@ -24,11 +24,11 @@ def main() -> None:
     faulthandler.register(signal.SIGUSR1)  # a hung run can be asked where it waits
     from megatron.core import dist_checkpointing, parallel_state
 
-    from workflow_scripts import mcore_layout as L
-    from workflow_scripts.convert import MODEL_CONFIG
-    from workflow_scripts.llama_model import init_parallel, shutdown_parallel
-    from workflow_scripts.mcore_checkpoint import McoreReader
-    from workflow_scripts.verify_conversion import load_mcore_model, verify
+    from workflow_scripts.convert import mcore_layout as L
+    from workflow_scripts.convert.conversion import MODEL_CONFIG
+    from workflow_scripts.model.llama_model import init_parallel, shutdown_parallel
+    from workflow_scripts.convert.mcore_checkpoint import McoreReader
+    from workflow_scripts.convert.verify_conversion import load_mcore_model, verify
 
     report_path, resave = Path(sys.argv[1]), Path(sys.argv[2])
     pairs = [arg.split("=", 1) for arg in sys.argv[3:]]

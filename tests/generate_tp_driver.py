@@ -2,7 +2,7 @@
 
     generate_tp_driver.py LOGITS.pt DP_DIR TP_DIR GENERATE_ARGS...
 
-1. DP 2 (--tp 1): `python -m workflow_scripts.generate GENERATE_ARGS` writes DP_DIR/acc.json and stats.json.
+1. DP 2 (--tp 1): `python -m workflow_scripts.inference.generate GENERATE_ARGS` writes DP_DIR/acc.json and stats.json.
 2. TP 2 (--tp 2, one data-parallel group): the same into TP_DIR.
 3. TP 2: first-step logits of every prompt; rank 0 saves them to LOGITS.pt.
 """
@@ -18,7 +18,7 @@ import torch
 @torch.no_grad()
 def first_step_logits(model, vocab_size: int, prompts: list[list[int]]) -> torch.Tensor:
     """Logits of the first generated position of each prompt (full forward, no cache), [samples, vocab]."""
-    from workflow_scripts.generate import _forward
+    from workflow_scripts.inference.generate import _forward
 
     device = next(model.parameters()).device
     return torch.stack([_forward(model, torch.tensor([p], device=device), 0)[0, -1, :vocab_size].float().cpu()
@@ -27,8 +27,8 @@ def first_step_logits(model, vocab_size: int, prompts: list[list[int]]) -> torch
 
 def main() -> None:
     warnings.filterwarnings("ignore")
-    from workflow_scripts import generate as G
-    from workflow_scripts.llama_model import shutdown_parallel
+    from workflow_scripts.inference import generate as G
+    from workflow_scripts.model.llama_model import shutdown_parallel
 
     logits_out, dp_dir, tp_dir, *common = sys.argv[1:]
     for tp, out in ((1, Path(dp_dir)), (2, Path(tp_dir))):

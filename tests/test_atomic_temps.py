@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from workflow_scripts.atomic import atomic_open, temp_sibling
+from workflow_scripts.core.atomic import atomic_open, temp_sibling
 
 
 def _dead_pid() -> int:

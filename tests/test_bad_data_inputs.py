@@ -13,17 +13,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from train_fixtures import SEQ, TINY, make_model, packed_rows, train_cli
-from workflow_scripts import c4_tokenize, govreport_npy, govreport_pack, openorca_filter
-from workflow_scripts import rouge_score_eval
-from workflow_scripts.accuracy_log import read_accuracy_log, write_accuracy_log
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.generate import read_prompts
-from workflow_scripts.govreport_rows import iter_rows
-from workflow_scripts.lfs_pointer import SPEC_LINE
-from workflow_scripts.parquet_input import open_parquet
-from workflow_scripts.tokenizer_files import load_tokenizer
-from workflow_scripts.train_data import load_packed
-from workflow_scripts.ultrachat_pack import iter_texts
+from workflow_scripts.data import c4_tokenize
+from workflow_scripts.data import govreport_npy
+from workflow_scripts.data import govreport_pack
+from workflow_scripts.data import openorca_filter
+from workflow_scripts.scoring import rouge_score_eval
+from workflow_scripts.inference.accuracy_log import read_accuracy_log, write_accuracy_log
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.inference.generate import read_prompts
+from workflow_scripts.data.govreport_rows import iter_rows
+from workflow_scripts.core.lfs_pointer import SPEC_LINE
+from workflow_scripts.core.parquet_input import open_parquet
+from workflow_scripts.data.tokenizer_files import load_tokenizer
+from workflow_scripts.train.train_data import load_packed
+from workflow_scripts.data.ultrachat_pack import iter_texts
 
 LFS_POINTER = SPEC_LINE + b"\noid sha256:" + b"0" * 64 + b"\nsize 1234567\n"
 

@@ -12,12 +12,16 @@ import torch
 from safetensors import SafetensorError
 from torch.distributed.checkpoint.api import CheckpointException
 
-from workflow_scripts import convert, hf_checkpoint, mcore_checkpoint
-from workflow_scripts.atomic import is_disk_full
-from workflow_scripts.demo_llama import write_llama
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.lfs_pointer import SPEC_LINE
-from workflow_scripts.llama_model import LlamaConfig, load_hf_config
+from workflow_scripts.convert import conversion as convert
+
+from workflow_scripts.convert import hf_checkpoint
+
+from workflow_scripts.convert import mcore_checkpoint
+from workflow_scripts.core.atomic import is_disk_full
+from workflow_scripts.demo.demo_llama import write_llama
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.core.lfs_pointer import SPEC_LINE
+from workflow_scripts.model.llama_model import LlamaConfig, load_hf_config
 
 CFG = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_layers=2, num_attention_heads=4,
                   num_query_groups=2, head_dim=8, max_position_embeddings=64)

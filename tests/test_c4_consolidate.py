@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from workflow_scripts import c4_layout
-from workflow_scripts import c4_consolidate
-from workflow_scripts.c4_consolidate import (ShardVerifier, available_cores, concatenate, main, validation_subset,
+from workflow_scripts.data import c4_layout
+from workflow_scripts.data import c4_consolidate
+from workflow_scripts.data.c4_consolidate import (ShardVerifier, available_cores, concatenate, main, validation_subset,
                                              verify_gzip)
-from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.core.errors import PipelineInputError
 
 
 def _shards(corpus: Path, split: str) -> list[Path]:

@@ -11,9 +11,9 @@ import torch
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from workflow_scripts.c4_consolidate import concatenate
-from workflow_scripts.c4_tokenize import main, tokenize_file
-from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.data.c4_consolidate import concatenate
+from workflow_scripts.data.c4_tokenize import main, tokenize_file
+from workflow_scripts.core.errors import PipelineInputError
 
 
 def _texts(path: Path) -> list[str]:
@@ -174,7 +174,7 @@ def _peak_rss_mib(data: Path, tokenizer: Path, out: Path) -> float:
     import sys
 
     code = (
-        "import resource, sys; from workflow_scripts.c4_tokenize import main; "
+        "import resource, sys; from workflow_scripts.data.c4_tokenize import main; "
         "rc = main(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )
     args = ["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(tokenizer), "--batch-docs", "50"]
@@ -184,7 +184,7 @@ def _peak_rss_mib(data: Path, tokenizer: Path, out: Path) -> float:
 
 def test_memory_does_not_grow_with_input_size(demo_tokenizer_path, tmp_path):
     """Streaming: 8x more documents cost (almost) no more memory; lengths are spilled to disk, batches are fixed."""
-    from workflow_scripts.demo_c4_corpus import DocumentGenerator, write_shard
+    from workflow_scripts.demo.demo_c4_corpus import DocumentGenerator, write_shard
 
     small, large = tmp_path / "small.json.gz", tmp_path / "large.json.gz"
     write_shard(small, DocumentGenerator(1), 200, 0)
@@ -203,7 +203,7 @@ def test_an_error_in_the_reader_thread_fails_the_job_with_its_message(consolidat
     import errno
     import threading
 
-    from workflow_scripts import c4_tokenize
+    from workflow_scripts.data import c4_tokenize
 
     data, _ = consolidated
     real, seen = c4_tokenize.read_documents, []

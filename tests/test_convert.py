@@ -9,12 +9,13 @@ import torch
 from safetensors.torch import save_file
 
 from convert_models import SHAPES, make_models
-from workflow_scripts import convert, mcore_layout as L
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.hf_checkpoint import load_all
-from workflow_scripts.lora import CONFIG as LORA_CONFIG, WEIGHTS as LORA_WEIGHTS, TARGETS, adapter_key
-from workflow_scripts.llama_model import LlamaConfig
-from workflow_scripts.mcore_checkpoint import McoreReader
+from workflow_scripts.convert import conversion as convert
+from workflow_scripts.convert import mcore_layout as L
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.convert.hf_checkpoint import load_all
+from workflow_scripts.model.lora import CONFIG as LORA_CONFIG, WEIGHTS as LORA_WEIGHTS, TARGETS, adapter_key
+from workflow_scripts.model.llama_model import LlamaConfig
+from workflow_scripts.convert.mcore_checkpoint import McoreReader
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_checkpoint_keys_and_shapes_are_what_megatron_asks_for(models):
     """Our writer produces exactly the sharded keys (and global shapes) of GPTModel.sharded_state_dict()."""
     from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, ShardedTensorFactory
 
-    from workflow_scripts.llama_model import build_gpt_model, init_parallel
+    from workflow_scripts.model.llama_model import build_gpt_model, init_parallel
 
     _, mcore = models["gqa"]
     cfg, _ = convert.read_model_config(mcore)
@@ -65,7 +66,7 @@ def test_checkpoint_keys_and_shapes_are_what_megatron_asks_for(models):
 
 def test_te_and_local_names_differ_only_in_the_norms(models):
     """TE fuses the two pre-norms into linear_qkv / linear_fc1; the local spec model has these parameter names."""
-    from workflow_scripts.llama_model import build_gpt_model, init_parallel
+    from workflow_scripts.model.llama_model import build_gpt_model, init_parallel
 
     cfg, _ = convert.read_model_config(models["gqa"][1])
     local, te = L.module_param_names(cfg, "local"), L.module_param_names(cfg, "te")
@@ -175,7 +176,7 @@ def test_truncated_shard_read_by_a_writer_thread_fails_the_job(models, tmp_path,
 def test_write_error_in_a_writer_thread_fails_the_job(models, tmp_path, monkeypatch):
     """A disk error while a DCP writer thread (not the main thread) writes its file fails the conversion with it,
     reported as a full disk naming the output."""
-    from workflow_scripts.errors import DiskFullError
+    from workflow_scripts.core.errors import DiskFullError
     import errno
     import threading
 
@@ -198,8 +199,8 @@ def test_write_error_in_a_writer_thread_fails_the_job(models, tmp_path, monkeypa
 
 def test_items_without_a_storage_record_are_found(models):
     """The last guard: a writer that vanished without any error still leaves its items unrecorded; they are named."""
-    from workflow_scripts.mcore_checkpoint import _LazySavePlanner, extra_state_key
-    from workflow_scripts.workers import ThreadErrors
+    from workflow_scripts.convert.mcore_checkpoint import _LazySavePlanner, extra_state_key
+    from workflow_scripts.core.workers import ThreadErrors
 
     metadata = McoreReader(models["gqa"][1]).metadata
     chunks = convert._hf_to_mcore_chunks(None, SHAPES["gqa"][0].with_padding(1), "grouped")
@@ -214,7 +215,8 @@ def test_items_without_a_storage_record_are_found(models):
 # A converter killed (SIGKILL: no cleanup) while DCP writes its files.
 _KILLED_MID_WRITE = """
 import os, signal, sys
-from workflow_scripts import convert, mcore_checkpoint
+from workflow_scripts.convert import conversion as convert
+from workflow_scripts.convert import mcore_checkpoint
 real = mcore_checkpoint._LazySavePlanner.resolve_data
 def resolve_data(self, item):
     self.calls = getattr(self, "calls", 0) + 1
@@ -258,14 +260,14 @@ def test_cli_exits_2_with_one_line(models, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_converted_model_matches_hf_logits(models, name):
-    from workflow_scripts.verify_conversion import verify
+    from workflow_scripts.convert.verify_conversion import verify
 
     report = verify(*models[name], tolerance=1e-4, seq_len=24)
     assert report["passed"] and report["max_abs_diff"] < 1e-4 and report["argmax_agreement"] == 1.0, report
 
 
 def test_wrong_qkv_layout_fails_the_check(models, tmp_path, capsys):
-    from workflow_scripts import verify_conversion
+    from workflow_scripts.convert import verify_conversion
 
     hf = models["gqa"][0]
     naive = convert.hf_to_mcore(hf, tmp_path / "naive", qkv_layout="naive")
@@ -292,8 +294,8 @@ def _random_lora(lora_dir, cfg, targets, r=4, seed=0):
 
 def test_lora_merge_equals_adapter_logits(models, tmp_path):
     """Merged HF weights give the logits of the base megatron model with the adapter applied at run time."""
-    from workflow_scripts.llama_model import init_parallel
-    from workflow_scripts.verify_conversion import compare, hf_logits, load_mcore_model, mcore_logits, token_batch
+    from workflow_scripts.model.llama_model import init_parallel
+    from workflow_scripts.convert.verify_conversion import compare, hf_logits, load_mcore_model, mcore_logits, token_batch
 
     hf, mcore = models["gqa"]
     targets = ("linear_qkv", "linear_proj", "linear_fc1")

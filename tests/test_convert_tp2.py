@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from convert_models import SHAPES, make_models
-from workflow_scripts.convert import mcore_to_hf
-from workflow_scripts.hf_checkpoint import load_all
+from workflow_scripts.convert.conversion import mcore_to_hf
+from workflow_scripts.convert.hf_checkpoint import load_all
 
 HERE = Path(__file__).resolve().parent
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts.demo_base_corpus import build, chat_examples, pack_whole
-from workflow_scripts.demo_openorca import ANSWER_PHRASE, generate_rows, ordinary_rows
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.openorca_rules import llama_prompt
-from workflow_scripts.openorca_tokens import OrcaTokenizer
+from workflow_scripts.demo.demo_base_corpus import build, chat_examples, pack_whole
+from workflow_scripts.demo.demo_openorca import ANSWER_PHRASE, generate_rows, ordinary_rows
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.data.openorca_rules import llama_prompt
+from workflow_scripts.data.openorca_tokens import OrcaTokenizer
 
 
 def test_demo_responses_follow_a_pattern_the_prompt_determines():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from workflow_scripts.demo_c4_corpus import generate_corpus
+from workflow_scripts.demo.demo_c4_corpus import generate_corpus
 
 
 def test_corpus_is_deterministic_and_realistic(tmp_path, demo_corpus_dir):

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from workflow_scripts import generate as G
-from workflow_scripts.accuracy_log import read_accuracy_log
-from workflow_scripts.convert import hf_to_mcore
-from workflow_scripts.demo_llama import write_llama
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.llama_model import LlamaConfig, shutdown_parallel
+from workflow_scripts.inference import generate as G
+from workflow_scripts.inference.accuracy_log import read_accuracy_log
+from workflow_scripts.convert.conversion import hf_to_mcore
+from workflow_scripts.demo.demo_llama import write_llama
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.model.llama_model import LlamaConfig, shutdown_parallel
 
 CFG = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=160, num_layers=2, head_dim=8,
                   num_attention_heads=8, num_query_groups=2, max_position_embeddings=128)

@@ -14,13 +14,13 @@ from tokenizers import Tokenizer
 from conftest import copy_workflow, run_snakemake
 from distributed import REPO, torchrun
 from generate_tp_driver import first_step_logits
-from workflow_scripts import generate as G
-from workflow_scripts.accuracy_log import read_accuracy_log
-from workflow_scripts.convert import hf_to_mcore
-from workflow_scripts.demo_llama import write_llama
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.generate_shards import check_layout, deal_batches, merge_outputs
-from workflow_scripts.llama_model import LlamaConfig, shutdown_parallel
+from workflow_scripts.inference import generate as G
+from workflow_scripts.inference.accuracy_log import read_accuracy_log
+from workflow_scripts.convert.conversion import hf_to_mcore
+from workflow_scripts.demo.demo_llama import write_llama
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.inference.generate_shards import check_layout, deal_batches, merge_outputs
+from workflow_scripts.model.llama_model import LlamaConfig, shutdown_parallel
 
 CFG = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=160, num_layers=2, head_dim=8,
                   num_attention_heads=8, num_query_groups=2, max_position_embeddings=128)
@@ -152,4 +152,4 @@ def test_rule_launches_torchrun_with_the_configured_layout(tmp_path):
     (workdir / "eight.yaml").write_text(yaml.safe_dump({"inference": {"nproc_per_node": 8, "tensor_parallel": 8}}))
     target = "results/inference/mlperf_log_accuracy.json"
     proc = run_snakemake(workdir, target, "-n", "-p", "--configfile", "eight.yaml", timeout=300)
-    assert "torchrun --standalone --nproc-per-node 8 -m workflow_scripts.generate --tp 8 --mcore " in proc.stdout
+    assert "torchrun --standalone --nproc-per-node 8 -m workflow_scripts.inference.generate --tp 8 --mcore " in proc.stdout

@@ -6,8 +6,10 @@ import re
 import numpy as np
 import pyarrow.parquet as pq
 
-from workflow_scripts import demo_govreport, govreport_pack
-from workflow_scripts.tokenizer_files import load_tokenizer
+from workflow_scripts.demo import demo_govreport
+
+from workflow_scripts.data import govreport_pack
+from workflow_scripts.data.tokenizer_files import load_tokenizer
 
 _SLOTS = (
     r"This report examines (?P<topic>.+?) at the (?P<agency>.+?) during fiscal year (?P<year>\d{4})\."

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_scripts import govreport_npy
-from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.data import govreport_npy
+from workflow_scripts.core.errors import PipelineInputError
 
 SEQ = 16
 

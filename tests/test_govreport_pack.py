@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_scripts import govreport_pack
-from workflow_scripts.demo_govreport import ReportGenerator
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.packed_parquet import IGNORE_INDEX, read_packed
-from workflow_scripts.tokenizer_files import load_tokenizer
+from workflow_scripts.data import govreport_pack
+from workflow_scripts.demo.demo_govreport import ReportGenerator
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.data.packed_parquet import IGNORE_INDEX, read_packed
+from workflow_scripts.data.tokenizer_files import load_tokenizer
 
 SEQ = 256
 

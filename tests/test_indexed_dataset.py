@@ -6,8 +6,8 @@ import pytest
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
-from workflow_scripts import indexed_dataset
-from workflow_scripts.indexed_dataset import IndexedDatasetWriter, optimal_dtype
+from workflow_scripts.data import indexed_dataset
+from workflow_scripts.data.indexed_dataset import IndexedDatasetWriter, optimal_dtype
 
 
 def _random_docs(rng, count, high):
@@ -67,7 +67,7 @@ def test_out_of_range_ids_are_refused(tmp_path):
 def test_read_back_agrees_with_megatron_and_refuses_damaged_files(tmp_path):
     """The tokenizer's own read-back (no megatron import in the job) sees what megatron-core's reader sees, and a cut
     or padded .bin, a cut .idx or a foreign header is refused naming the file."""
-    from workflow_scripts.indexed_dataset import read_back
+    from workflow_scripts.data.indexed_dataset import read_back
 
     docs = _random_docs(np.random.default_rng(5), 40, 60000)
     writer = IndexedDatasetWriter(tmp_path / "x", np.uint16)

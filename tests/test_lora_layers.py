@@ -8,9 +8,9 @@ import torch
 
 from convert_models import SHAPES
 from distributed import torchrun
-from workflow_scripts.convert import hf_to_mcore, mcore_to_hf
-from workflow_scripts.demo_llama import write_llama
-from workflow_scripts.verify_conversion import hf_logits
+from workflow_scripts.convert.conversion import hf_to_mcore, mcore_to_hf
+from workflow_scripts.demo.demo_llama import write_llama
+from workflow_scripts.convert.verify_conversion import hf_logits
 
 WORKER = Path(__file__).parent / "workers" / "lora_tp.py"
 

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="patches apply
 
 
 def test_apply_lists_every_patch_once():
-    from workflow_scripts import megatron_cpu_compat as compat
+    from workflow_scripts.model import megatron_cpu_compat as compat
 
     first = compat.apply()
     assert first == list(compat.PATCH_NAMES)
@@ -41,7 +41,7 @@ def _patched_functions():
 
 def test_each_patched_function_still_touches_cuda_upstream():
     """If megatron-core stops calling CUDA in one of these, the patch is dead weight: this test says which."""
-    from workflow_scripts import megatron_cpu_compat as compat
+    from workflow_scripts.model import megatron_cpu_compat as compat
 
     compat.apply()
     patched = _patched_functions()
@@ -57,7 +57,7 @@ def test_each_patched_function_still_touches_cuda_upstream():
 def test_rng_tracker_forks_cpu_state():
     from megatron.core.tensor_parallel import random
 
-    from workflow_scripts import megatron_cpu_compat as compat
+    from workflow_scripts.model import megatron_cpu_compat as compat
 
     compat.apply()
     tracker = random.get_cuda_rng_tracker()
@@ -75,7 +75,7 @@ def test_rng_tracker_forks_cpu_state():
 
 
 def test_causal_mask_masks_the_future():
-    from workflow_scripts.megatron_cpu_compat import causal_attention_mask
+    from workflow_scripts.model.megatron_cpu_compat import causal_attention_mask
 
     mask = causal_attention_mask(4)
     assert mask.shape == (1, 1, 4, 4) and mask.dtype == torch.bool
@@ -84,8 +84,8 @@ def test_causal_mask_masks_the_future():
 
 
 def test_gpt_model_forward_backward_on_cpu():
-    from workflow_scripts.llama_model import LlamaConfig, build_gpt_model, init_parallel
-    from workflow_scripts.megatron_cpu_compat import causal_attention_mask
+    from workflow_scripts.model.llama_model import LlamaConfig, build_gpt_model, init_parallel
+    from workflow_scripts.model.megatron_cpu_compat import causal_attention_mask
 
     cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_layers=1, num_attention_heads=4,
                       num_query_groups=2, head_dim=8, max_position_embeddings=64).with_padding(1)

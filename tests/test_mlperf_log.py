@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from workflow_scripts.compliance import check_log, main
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.mlperf_log import LoraHyperparameters, LoraRunLog, Submission
+from workflow_scripts.scoring.compliance import check_log, main
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.scoring.mlperf_log import LoraHyperparameters, LoraRunLog, Submission
 
 HP = LoraHyperparameters(
     global_batch_size=8, learning_rate=4e-4, training_steps=1024, weight_decay=1e-4, gradient_clip_norm=0.3,
@@ -76,8 +76,8 @@ def test_bad_logs_are_named(tmp_path, capsys):
 
 
 def test_pretrain_log_with_reference_hyperparameters_passes_405b_rules(tmp_path):
-    from workflow_scripts.mlperf_log import PretrainHyperparameters, PretrainRunLog
-    from workflow_scripts.train_config import llama31_405b_pretrain_2304xh100_bf16
+    from workflow_scripts.scoring.mlperf_log import PretrainHyperparameters, PretrainRunLog
+    from workflow_scripts.train.train_config import llama31_405b_pretrain_2304xh100_bf16
 
     cfg = llama31_405b_pretrain_2304xh100_bf16(global_batch_size=2304)
     hp = PretrainHyperparameters(

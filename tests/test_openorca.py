@@ -7,12 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_scripts import openorca_filter
-from workflow_scripts.demo_openorca import generate_rows, write_demo_parquet
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.openorca_filter import filter_parquet
-from workflow_scripts.openorca_rules import first_failed_filter, is_english, llama_prompt, origin_of
-from workflow_scripts.openorca_tokens import OrcaTokenizer
+from workflow_scripts.data import openorca_filter
+from workflow_scripts.demo.demo_openorca import generate_rows, write_demo_parquet
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.data.openorca_filter import filter_parquet
+from workflow_scripts.data.openorca_rules import first_failed_filter, is_english, llama_prompt, origin_of
+from workflow_scripts.data.openorca_tokens import OrcaTokenizer
 
 
 def _filter(parquet, tokenizer, out, **kw):

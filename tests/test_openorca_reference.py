@@ -9,9 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from workflow_scripts.demo_openorca import write_demo_parquet
-from workflow_scripts.openorca_filter import filter_parquet
-from workflow_scripts.openorca_sample import sample_dataset
+from workflow_scripts.demo.demo_openorca import write_demo_parquet
+from workflow_scripts.data.openorca_filter import filter_parquet
+from workflow_scripts.data.openorca_sample import sample_dataset
 
 BAD = [
     "",

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.openorca_filter import OUTPUT_SCHEMA
-from workflow_scripts.openorca_sample import calibration_rows, sample_dataset, sample_rows, take_rows
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.data.openorca_filter import OUTPUT_SCHEMA
+from workflow_scripts.data.openorca_sample import calibration_rows, sample_dataset, sample_rows, take_rows
 
 ORIGINS = ["t0", "cot", "niv", "flan", "cot", "t0", "flan", "niv"] * 25 + ["cot"] * 7  # interleaved, unequal
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from conftest import NOT_DATA, copy_workflow
-from workflow_scripts import plan
-from workflow_scripts.config_check import validate_config
+from workflow_scripts.plan import planner as plan
+from workflow_scripts.core.config_check import validate_config
 
 MFU, PEAK = 0.4, 989.0  # config.yaml plan: defaults, asserted below
 

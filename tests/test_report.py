@@ -10,9 +10,10 @@ from xml.etree import ElementTree
 import pytest
 
 from conftest import run_snakemake
-from workflow_scripts import report_data_stats, report_plots
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.report_inputs import read_benchmark, read_numeric_table
+from workflow_scripts.report import report_data_stats
+from workflow_scripts.report import report_plots
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.report.report_inputs import read_benchmark, read_numeric_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}svg"

@@ -11,9 +11,9 @@ import pytest
 from rouge_score import rouge_scorer
 from tokenizers import Tokenizer
 
-from workflow_scripts import rouge_score_eval as R
-from workflow_scripts.accuracy_log import read_accuracy_log, write_accuracy_log
-from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.scoring import rouge_score_eval as R
+from workflow_scripts.inference.accuracy_log import read_accuracy_log, write_accuracy_log
+from workflow_scripts.core.errors import PipelineInputError
 
 TARGETS = [
     "The cats are running in the garden. They chased a mouse!",

@@ -6,7 +6,7 @@ import subprocess
 
 from conftest import SNAKEMAKE, copy_workflow
 
-from workflow_scripts.runtime import export_interpreter_path
+from workflow_scripts.core.runtime import export_interpreter_path
 
 
 def test_interpreter_folder_goes_first_on_path(monkeypatch):

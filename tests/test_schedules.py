@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from workflow_scripts.lora_param_count import lora_trainable_params
-from workflow_scripts.schedules import (cosine_lr, cosine_with_linear_warmup, llama31_eval_schedule,
+from workflow_scripts.model.lora_param_count import lora_trainable_params
+from workflow_scripts.train.schedules import (cosine_lr, cosine_with_linear_warmup, llama31_eval_schedule,
                                         llama31_pretrain_schedule, lora_eval_schedule)
 
 

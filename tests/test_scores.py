@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from workflow_scripts import score_table as S
-from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.scoring import score_table as S
+from workflow_scripts.core.errors import PipelineInputError
 
 
 def _run(tmp_path, workload, seed, ttt, quality, target=0.925, status="success", sps=2.0, **extra):
@@ -65,7 +65,7 @@ def test_sft_reference_throughput(tmp_path):
 
 
 def test_rouge_rows_and_outputs(tmp_path):
-    from workflow_scripts.rouge_score_eval import verdicts
+    from workflow_scripts.scoring.rouge_score_eval import verdicts
 
     scores = {"rouge1": 44.0, "rouge2": 22.0, "rougeL": 28.6, "tokens_per_sample": 290.0}
     rouge = tmp_path / "rouge.json"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from workflow_scripts.compliance import main
-from workflow_scripts.mlperf_log import LoraHyperparameters, LoraRunLog, Submission
-from workflow_scripts.score_table import build_rows
+from workflow_scripts.scoring.compliance import main
+from workflow_scripts.scoring.mlperf_log import LoraHyperparameters, LoraRunLog, Submission
+from workflow_scripts.scoring.score_table import build_rows
 
 HP = LoraHyperparameters(
     global_batch_size=8, learning_rate=4e-4, training_steps=1024, weight_decay=1e-4, gradient_clip_norm=0.3,

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import NOT_DATA, SNAKEMAKE, copy_workflow, run_snakemake
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
-from workflow_scripts.cli import FAIL_MODULE_ENV
+from workflow_scripts.core.cli import FAIL_MODULE_ENV
 
 PROFILE = "profiles/slurm"
 TARGETS = ["c4_data", "results/openorca/stats.json", "results/testing/gpu_probe.json"]

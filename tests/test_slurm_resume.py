@@ -26,7 +26,7 @@ import yaml
 from conftest import SNAKEMAKE, copy_workflow, run_snakemake
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
 from test_slurm_profile import PROFILE, _site_profile, _snakemake, _submissions
-from workflow_scripts.train_checkpoint import newest_complete
+from workflow_scripts.train.train_checkpoint import newest_complete
 
 RULE = "train_pretrain"
 TARGET = "results/train/pretrain/seed1234/metrics.json"
@@ -277,7 +277,7 @@ def test_checkpoint_writer_helper_survives_the_signals_slurm_sends_to_the_whole_
     code = """
 import multiprocessing as mp, os, signal, time
 from megatron.core.dist_checkpointing.strategies import filesystem_async
-from workflow_scripts import train_checkpoint
+from workflow_scripts.train import train_checkpoint
 mine = lambda *_: None
 signal.signal(signal.SIGUSR1, mine)
 train_checkpoint.spawn_writer_helper_ignoring((signal.SIGTERM, signal.SIGUSR1))

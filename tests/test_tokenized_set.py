@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from train_fixtures import REPO
-from workflow_scripts.c4_consolidate import concatenate
-from workflow_scripts.c4_tokenize import tokenize_file
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.file_identity import file_identity
-from workflow_scripts.tokenized_set import read_stats
+from workflow_scripts.data.c4_consolidate import concatenate
+from workflow_scripts.data.c4_tokenize import tokenize_file
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.core.file_identity import file_identity
+from workflow_scripts.data.tokenized_set import read_stats
 
 
 def _dead_pid() -> int:
@@ -90,7 +90,7 @@ def test_a_set_without_stats_or_with_old_stats_is_refused(two_sets, tmp_path):
 
 def test_the_trainers_data_reader_refuses_a_mixed_set(two_sets, tmp_path):
     """GPTBatches (the trainer's and the index-cache rule's reader) checks every prefix before megatron reads it."""
-    from workflow_scripts.train_data import GPTBatches
+    from workflow_scripts.train.train_data import GPTBatches
 
     mixed = _copy_set(two_sets[0], tmp_path / "c4-train.en_0_text_document")
     shutil.copy(f"{two_sets[1]}.idx", f"{mixed}.idx")
@@ -103,7 +103,7 @@ def test_the_index_cache_rule_exits_2_with_one_line_on_a_mixed_set(two_sets, tmp
     shutil.copy(f"{two_sets[1]}.bin", f"{mixed}.bin")
     done = tmp_path / "done.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu",
+        [sys.executable, "-m", "workflow_scripts.train.build_index_cache", "--recipe", "demo_pretrain_cpu",
          "--done", str(done), "--set", f"train_data=[{mixed}]", f"validation_data={two_sets[1]}", f"index_cache={tmp_path / 'cache'}"],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -114,7 +114,7 @@ def test_the_index_cache_rule_exits_2_with_one_line_on_a_mixed_set(two_sets, tmp
 # A tokenizer killed after it renamed the new .bin over an old set, before the .idx: the set must not pass as complete.
 _KILL_BETWEEN_RENAMES = """
 import os, signal, sys
-from workflow_scripts import c4_tokenize
+from workflow_scripts.data import c4_tokenize
 real = os.replace
 def replace(src, dst):
     real(src, dst)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from train_fixtures import REPO, SEQ, make_model, packed_rows, train_cli
-from workflow_scripts.train_data import sample_order
+from workflow_scripts.train.train_data import sample_order
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_micro_batch_size_does_not_change_the_lora_losses(setup, tmp_path):
 
 
 def test_eval_metric_equals_transformers_on_the_merged_model(setup, uninterrupted, tmp_path):
-    from workflow_scripts.convert import mcore_to_hf
+    from workflow_scripts.convert.conversion import mcore_to_hf
 
     _, _, mcore, _, valid, _ = setup
     merged = mcore_to_hf(mcore, tmp_path / "merged", lora_dir=uninterrupted / "adapter")
@@ -190,7 +190,7 @@ def test_pp2_with_a_resume_gives_the_pp1_losses_and_adapter(setup, tmp_path):
     ("global_batch_size=5", "global_batch_size 5 is not a multiple of micro_batch_size 2"),
 ])
 def test_bad_config_fails_before_any_compute_naming_the_key(setup, tmp_path, capsys, bad, message):
-    from workflow_scripts.train import main
+    from workflow_scripts.train.trainer import main
 
     *_, sets = setup
     if bad.startswith("optimizer_impl=megatron") and torch.cuda.is_available():
@@ -214,8 +214,8 @@ def test_every_step_tells_the_model_a_step_starts(setup, tmp_path, monkeypatch):
     """TE caches the fp8 copies of weights after a step's first micro-batch (megatron's `set_is_first_microbatch`
     resets the cache; its schedules call it, the trainer's own PP-1 loop must too): one call per optimizer step,
     before that step's first forward."""
-    from workflow_scripts.llama_model import init_parallel, shutdown_parallel
-    from workflow_scripts.train import Trainer, build_config
+    from workflow_scripts.model.llama_model import init_parallel, shutdown_parallel
+    from workflow_scripts.train.trainer import Trainer, build_config
 
     base, hf, mcore, train, valid, _ = setup
     cfg = build_config("demo_lora_cpu", {"checkpoint": str(mcore), "train_data": [str(train)],

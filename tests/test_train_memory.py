@@ -1,12 +1,12 @@
-"""Activation recompute chosen from the memory estimate (workflow_scripts/train_memory.py)."""
+"""Activation recompute chosen from the memory estimate (workflow_scripts/train/train_memory.py)."""
 from __future__ import annotations
 
 import pytest
 
-from workflow_scripts import train_memory
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.llama_model import LlamaConfig
-from workflow_scripts.train_config import LLAMA2_7B_SHAPE, build_config
+from workflow_scripts.train import train_memory
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.model.llama_model import LlamaConfig
+from workflow_scripts.train.train_config import LLAMA2_7B_SHAPE, build_config
 
 GIB = 1024**3
 H100, H200 = 79.6 * GIB, 139.8 * GIB  # what torch reports as total_memory

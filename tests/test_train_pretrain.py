@@ -12,8 +12,8 @@ import pytest
 
 from distributed import free_port
 from train_fixtures import REPO, make_model
-from workflow_scripts.c4_consolidate import concatenate
-from workflow_scripts.c4_tokenize import tokenize_file
+from workflow_scripts.data.c4_consolidate import concatenate
+from workflow_scripts.data.c4_tokenize import tokenize_file
 
 SHAPE = ("model_shape={vocab_size: 1000, hidden_size: 64, intermediate_size: 160, num_layers: 2, "
          "num_attention_heads: 4, num_query_groups: 2, head_dim: 16, max_position_embeddings: 64}")
@@ -52,7 +52,7 @@ def test_pretraining_on_own_indexed_data(tokenized, tmp_path):
             f"validation_data={val}", f"index_cache={cache}", "seq_length=64", "global_batch_size=8",
             "micro_batch_size=4", "max_steps=30", "warmup_steps=3", "lr=3e-3", "eval_every_samples=80",
             "eval_samples=16", "target=0.5"]
-    _run("workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "done.json"),
+    _run("workflow_scripts.train.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "done.json"),
          *sets)
     done = json.loads((tmp_path / "done.json").read_text())
     assert done["train_samples"] >= 240 and any(f.endswith("shuffle_index.npy") for f in done["files"])
@@ -80,7 +80,7 @@ def test_a_corrupt_newest_full_model_checkpoint_falls_back_to_the_previous_one(t
             f"index_cache={tmp_path / 'cache'}", "seq_length=64", "global_batch_size=4", "micro_batch_size=4",
             "max_steps=6", "warmup_steps=1", "lr=3e-3", "eval_every_samples=1000", "eval_samples=4", "target=0.5",
             "checkpoint_every_steps=2"]  # saves at steps 2 and 4
-    _run("workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
+    _run("workflow_scripts.train.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
          *sets)
     args = ["workflow_scripts.train", "--recipe", "demo_pretrain_cpu", *sets]
     _run(*args, "--out", str(tmp_path / "whole"), "--ckpt-dir", str(tmp_path / "ckpt"))
@@ -110,7 +110,7 @@ def test_two_process_layout_pretraining_equals_one_and_its_model_exports_the_sam
             f"validation_data={val}", f"index_cache={tmp_path / 'cache'}", "seq_length=64", "global_batch_size=8",
             "micro_batch_size=4", "max_steps=4", "warmup_steps=1", "lr=3e-3", "eval_every_samples=16",
             "eval_samples=12", "eval_skip=0", "target=0.5"]
-    _run("workflow_scripts.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
+    _run("workflow_scripts.train.build_index_cache", "--recipe", "demo_pretrain_cpu", "--done", str(tmp_path / "d.json"),
          *sets)
     for name, launch in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc-per-node=2",
                                                  f"--master-port={free_port()}"])):

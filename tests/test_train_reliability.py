@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from train_fixtures import REPO, SEQ, make_model, packed_rows, train_cli
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.train_config import build_config
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.train.train_config import build_config
 
 
 @pytest.fixture(scope="module")

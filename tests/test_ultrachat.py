@@ -9,9 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workflow_scripts import demo_ultrachat, ultrachat_pack, ultrachat_tokenizer
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.packed_parquet import read_packed
+from workflow_scripts.demo import demo_ultrachat
+
+from workflow_scripts.data import ultrachat_pack
+
+from workflow_scripts.data import ultrachat_tokenizer
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.data.packed_parquet import read_packed
 
 SEQ, CHARS_PER_TOKEN, SEQUENCES, SEED = 64, 3.6, 4, 100
 # The recipe's ChatML template and special tokens (DHS-LLM-Workshop chat_assistant/sft/training/utils.py).

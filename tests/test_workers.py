@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from workflow_scripts.errors import PipelineInputError
-from workflow_scripts.workers import WorkerDied, child_deaths, thread_errors
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.core.workers import WorkerDied, child_deaths, thread_errors
 
 
 def _run_thread(target) -> None:

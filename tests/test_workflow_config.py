@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from conftest import NOT_DATA, copy_workflow, run_snakemake
-from workflow_scripts.config_check import validate_config
-from workflow_scripts.errors import PipelineInputError
+from workflow_scripts.core.config_check import validate_config
+from workflow_scripts.core.errors import PipelineInputError
 
 
 @pytest.fixture(scope="module")

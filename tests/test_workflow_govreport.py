@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from conftest import copy_workflow, run_snakemake
-from workflow_scripts.packed_parquet import read_packed
+from workflow_scripts.data.packed_parquet import read_packed
 
 
 def test_demo_npy_files_match_packed_rows(demo_run):

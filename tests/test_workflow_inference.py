@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from workflow_scripts.accuracy_log import read_accuracy_log
+from workflow_scripts.inference.accuracy_log import read_accuracy_log
 
 
 def test_demo_generation_rouge_and_score_table(demo_run):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from workflow_scripts.compliance import check_log
+from workflow_scripts.scoring.compliance import check_log
 
 
 def _metrics(demo_run, workload, seed):

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import copy_workflow, run_snakemake
-from workflow_scripts import demo_ultrachat
-from workflow_scripts.packed_parquet import read_packed
-from workflow_scripts.tokenizer_files import load_tokenizer
+from workflow_scripts.demo import demo_ultrachat
+from workflow_scripts.data.packed_parquet import read_packed
+from workflow_scripts.data.tokenizer_files import load_tokenizer
 
 
 def test_demo_splits_are_packed_chunks(demo_run):

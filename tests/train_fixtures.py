@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.convert import hf_to_mcore
-from workflow_scripts.demo_llama import write_llama
-from workflow_scripts.llama_model import LlamaConfig
+from workflow_scripts.convert.conversion import hf_to_mcore
+from workflow_scripts.demo.demo_llama import write_llama
+from workflow_scripts.model.llama_model import LlamaConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 64

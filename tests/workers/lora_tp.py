@@ -3,10 +3,10 @@ import sys
 
 import torch
 
-from workflow_scripts.llama_model import init_parallel, shutdown_parallel
-from workflow_scripts.lora_layers import LoraSettings, apply_lora, gather_adapter_state, load_adapter_state, save_adapter
-from workflow_scripts.megatron_cpu_compat import causal_attention_mask
-from workflow_scripts.verify_conversion import load_mcore_model
+from workflow_scripts.model.llama_model import init_parallel, shutdown_parallel
+from workflow_scripts.model.lora_layers import LoraSettings, apply_lora, gather_adapter_state, load_adapter_state, save_adapter
+from workflow_scripts.model.megatron_cpu_compat import causal_attention_mask
+from workflow_scripts.convert.verify_conversion import load_mcore_model
 
 
 def main(mcore_dir: str, out: str, adapter_dir: str) -> None:

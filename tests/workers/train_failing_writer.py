@@ -20,7 +20,7 @@ def _killed(transforms, stream, *args, **kwargs):
 if __name__ == "__main__":
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
-    from workflow_scripts import train
+    from workflow_scripts.train import trainer as train
 
     filesystem_async._write_item = {"full-disk": _full_disk, "killed": _killed}[sys.argv[1]]
     sys.exit(train.main(sys.argv[2:]))

@@ -1,0 +1,1 @@
+"""The embedded demo's generated inputs: corpora, tokenizer, tiny Llama, GovReport/OpenOrca/UltraChat rows."""

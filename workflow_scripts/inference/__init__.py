@@ -1,0 +1,1 @@
+"""Generation with the converted model for the accuracy workload, sharded over TP x DP."""

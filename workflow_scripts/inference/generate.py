@@ -1,0 +1,311 @@
+"""Batched greedy generation with a KV cache from a megatron-core checkpoint (MLPerf Inference llama2-70b accuracy run).
+
+    python -m workflow_scripts.inference.generate --mcore results/convert/llama_mcore --samples open_orca...sampled_N.pkl
+        --tokenizer tokenizer.json --out mlperf_log_accuracy.json --stats generate.json
+        [--max-new-tokens 1024] [--min-new-tokens 1] [--batch-size 8] [--limit N]
+
+Greedy as the reference SUT (num_beams 1, no sampling, min 1 / max 1024 new tokens, stop at EOS). Prompts are the
+`tok_input` column, run in batches of similar length. The KV cache is megatron-core's StaticInferenceContext: its
+buffers are allocated here (megatron would put them on torch.cuda.current_device(), absent on CPU). As megatron's
+static text-generation controller does, a batch is prefilled up to its shortest prompt, then advances one position
+per step, feeding the prompt's own token where a longer prompt has not ended yet, so no padding and no masks are
+needed; finished samples are dropped from the batch and the cache. Each sample's output is its generated ids up to
+and including EOS, written as the LoadGen accuracy log (qsl_idx = row of the sample list).
+
+Under torchrun the W processes form W/tp data-parallel groups of `--tp` tensor-parallel ranks (gloo on CPU, NCCL on
+cuda:LOCAL_RANK); the batches are dealt to the groups (generate_shards.py) and global rank 0 alone writes the log:
+
+    torchrun --standalone --nproc-per-node 8 -m workflow_scripts.inference.generate --tp 8 ...
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from workflow_scripts.inference.accuracy_log import DTYPE, read_sample_column, write_accuracy_log
+from workflow_scripts.core.atomic import write_json
+from workflow_scripts.core.cli import run_main
+from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.inference.generate_shards import check_layout
+from workflow_scripts.core.progress import Progress
+
+log = logging.getLogger("generate")
+
+
+def read_prompts(samples: Path | str, vocab_size: int | None = None) -> list[list[int]]:
+    """tok_input of every row of the sampled evaluation set (.pkl as processorca.py writes it, or .parquet); with
+    `vocab_size`, an id outside the model's vocabulary is refused (the embedding lookup would fail naming nothing)."""
+    prompts = [[int(t) for t in ids] for ids in read_sample_column(samples, "tok_input")]
+    for row, ids in enumerate(prompts):
+        if not ids:
+            raise PipelineInputError(f"{samples}: row {row}: empty tok_input")
+        if vocab_size is not None and (min(ids) < 0 or max(ids) >= vocab_size):
+            bad = next(t for t in ids if not 0 <= t < vocab_size)
+            raise PipelineInputError(f"{samples}: row {row}: tok_input holds token id {bad}, outside the model's "
+                                     f"vocabulary (0..{vocab_size - 1})")
+    return prompts
+
+
+def _forward(model, tokens: torch.Tensor, start: int, context=None) -> torch.Tensor:
+    """Logits [b, s, v] of `tokens` placed at positions start.. (causal mask; with a cache only the last position)."""
+    from workflow_scripts.model.megatron_cpu_compat import causal_attention_mask
+
+    batch, seq = tokens.shape
+    positions = torch.arange(start, start + seq, device=tokens.device).unsqueeze(0).expand(batch, seq)
+    mask = causal_attention_mask(seq, tokens.device) if context is None or start == 0 else None
+    extra = {} if context is None else {"inference_context": context, "runtime_gather_output": True}
+    return model(tokens, positions, mask, **extra)
+
+
+def _new_context(model, batch: int, max_seq: int, dtype: torch.dtype, device: torch.device):
+    """A static KV cache with its buffers already allocated on `device`, [max_seq, batch, groups, head_dim] per layer."""
+    from megatron.core.inference.contexts.static_context import StaticInferenceContext
+
+    context = StaticInferenceContext(batch, max_seq)
+    for layer in model.decoder.layers:
+        attention = layer.self_attention
+        groups = attention.num_query_groups_per_partition
+        shape_k = (max_seq, batch, groups, attention.key_hidden_size)
+        shape_v = (max_seq, batch, groups, attention.val_hidden_size)
+        context.key_value_memory_dict[attention.layer_number] = (
+            torch.zeros(shape_k, dtype=dtype, device=device), torch.zeros(shape_v, dtype=dtype, device=device))
+    return context
+
+
+def _keep_rows(context, keep: torch.Tensor) -> None:
+    """Drop finished samples from every layer's cache (rows of the batch dimension)."""
+    for number, (keys, values) in context.key_value_memory_dict.items():
+        context.key_value_memory_dict[number] = (keys[:, keep].contiguous(), values[:, keep].contiguous())
+
+
+def _pick(logits: torch.Tensor, vocab_size: int, eos_id: int, suppress_eos: torch.Tensor) -> torch.Tensor:
+    """Greedy next token; EOS is masked for samples that have not yet produced min_new_tokens (HF MinNewTokens)."""
+    logits = logits[:, : vocab_size].float()
+    if bool(suppress_eos.any()):
+        logits[suppress_eos, eos_id] = float("-inf")
+    return logits.argmax(-1)
+
+
+@torch.no_grad()
+def generate_batch(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
+                   min_new_tokens: int = 1) -> list[list[int]]:
+    """Greedy continuations of `prompts` with the KV cache; each ends at its first EOS or after max_new_tokens."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    lengths = [len(p) for p in prompts]
+    total = max(lengths) + max_new_tokens
+    seqs = torch.zeros(len(prompts), total, dtype=torch.long, device=device)
+    for row, ids in enumerate(prompts):
+        seqs[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    lengths_t = torch.tensor(lengths, device=device)
+    context = _new_context(model, len(prompts), total, dtype, device)
+    active = torch.arange(len(prompts), device=device)  # original rows still generating, in cache order
+    outputs: list[list[int]] = [[] for _ in prompts]
+    pos = min(lengths)
+    logits = _forward(model, seqs[:, :pos], 0, context)[:, -1]
+    context.sequence_len_offset = pos
+    while True:
+        produced = pos - lengths_t[active]  # tokens generated so far (negative: still inside the prompt)
+        choice = _pick(logits, vocab_size, eos_id, (produced >= 0) & (produced < min_new_tokens))
+        in_prompt = produced < 0
+        token = torch.where(in_prompt, seqs[active, pos], choice)
+        seqs[active, pos] = token
+        done = torch.zeros_like(in_prompt)
+        for k in (~in_prompt).nonzero().flatten().tolist():
+            row = int(active[k])
+            outputs[row].append(int(token[k]))
+            done[k] = int(token[k]) == eos_id or len(outputs[row]) >= max_new_tokens
+        if bool(done.all()):
+            return outputs
+        if bool(done.any()):
+            keep = (~done).nonzero().flatten()
+            _keep_rows(context, keep)
+            active = active[keep]
+            token = token[keep]
+        logits = _forward(model, token.unsqueeze(1), pos, context)[:, -1]
+        pos += 1
+        context.sequence_len_offset = pos
+
+
+@torch.no_grad()
+def generate_uncached(model, vocab_size: int, prompt: list[int], max_new_tokens: int, eos_id: int,
+                      min_new_tokens: int = 1) -> list[int]:
+    """The same greedy rule re-running the whole sequence every step (no cache, batch 1): the test oracle."""
+    device = next(model.parameters()).device
+    seq = torch.tensor([prompt], dtype=torch.long, device=device)
+    out: list[int] = []
+    while len(out) < max_new_tokens:
+        logits = _forward(model, seq, 0)[:, -1]
+        token = int(_pick(logits, vocab_size, eos_id, torch.tensor([len(out) < min_new_tokens], device=device))[0])
+        out.append(token)
+        if token == eos_id:
+            break
+        seq = torch.cat([seq, torch.tensor([[token]], device=device)], dim=1)
+    return out
+
+
+def length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices grouped by prompt length (short prefill waste, similar decode lengths), longest first."""
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate_rows(model, vocab_size: int, prompts: list[list[int]], batches: list[list[int]], max_new_tokens: int,
+                  eos_id: int, min_new_tokens: int = 1, what: str = "generate") -> dict[int, list[int]]:
+    """{row: generated ids} of the rows in `batches` (lists of row indices into prompts), one batch at a time."""
+    outputs: dict[int, list[int]] = {}
+    total = sum(len(rows) for rows in batches)
+    progress = Progress(log, what, total=total)
+    done = tokens = 0
+    for rows in batches:
+        for row, ids in zip(rows, generate_batch(model, vocab_size, [prompts[r] for r in rows], max_new_tokens,
+                                                 eos_id, min_new_tokens)):
+            outputs[row] = ids
+            tokens += len(ids)
+        done += len(rows)
+        progress.update(done, force=done == total, samples=done, tokens=tokens)
+    return outputs
+
+
+def generate_all(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
+                 min_new_tokens: int = 1, batch_size: int = 8) -> list[list[int]]:
+    outputs = generate_rows(model, vocab_size, prompts, length_batches(prompts, batch_size), max_new_tokens, eos_id,
+                            min_new_tokens)
+    return [outputs[row] for row in range(len(prompts))]
+
+
+def generate_sharded(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
+                     min_new_tokens: int = 1, batch_size: int = 8) -> tuple[list[list[int]] | None, dict[str, Any]]:
+    """This rank's data-parallel group generates its dealt batches; rank 0 gets every output in row order (others
+    None) and a summary of the layout. Every rank of the job calls this (collective)."""
+    from megatron.core import parallel_state as ps
+
+    from workflow_scripts.inference.generate_shards import deal_batches, gather_group, gather_outputs
+
+    group = gather_group()  # before generating: making a group is collective
+    dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+    tp_rank = ps.get_tensor_model_parallel_rank()
+    if tp_rank:
+        log.setLevel(logging.WARNING)  # the other TP ranks compute the same tokens: one progress line per group
+    mine = deal_batches(prompts, length_batches(prompts, batch_size), dp, max_new_tokens)[dp_rank]
+    start = time.perf_counter()
+    local = generate_rows(model, vocab_size, prompts, mine, max_new_tokens, eos_id, min_new_tokens,
+                          what=f"generate dp{dp_rank}/{dp}")
+    log.info("data-parallel group %d/%d: %d samples, %d tokens in %.1f s", dp_rank, dp, len(local),
+             sum(map(len, local.values())), time.perf_counter() - start)
+    outputs = gather_outputs(local, len(prompts), group, contribute=tp_rank == 0)
+    layout = {"tensor_parallel": ps.get_tensor_model_parallel_world_size(), "data_parallel": dp,
+              "world_size": torch.distributed.get_world_size()}
+    return outputs, layout
+
+
+def load_model(mcore_dir: Path | str, tp: int = 1):
+    """The converted checkpoint as an fp32 GPTModel (bf16 on cuda:LOCAL_RANK) with gathered logits, this rank's TP shard
+    (torch.distributed is set up here: torchrun's processes, or one process; dist checkpointing reshards)."""
+    from workflow_scripts.model.llama_model import init_parallel
+    from workflow_scripts.convert.verify_conversion import load_mcore_model
+
+    if not Path(mcore_dir).is_dir():
+        raise PipelineInputError(f"{mcore_dir}: megatron-core checkpoint folder missing")
+    init_parallel(tp, 1)
+    if torch.cuda.is_available():
+        # Built in bf16 on this rank's GPU: an fp32 70B shard at TP 8 (35 GB) plus its load would crowd an 80 GB H100.
+        model, cfg = load_mcore_model(mcore_dir, params_dtype=torch.bfloat16)
+        return model.to(device="cuda", dtype=torch.bfloat16), cfg
+    return load_mcore_model(mcore_dir)
+
+
+def eos_token_id(tokenizer: Path | str, eos_token: str) -> int:
+    from tokenizers import Tokenizer
+
+    eos = Tokenizer.from_file(str(tokenizer)).token_to_id(eos_token)
+    if eos is None:
+        raise PipelineInputError(f"{tokenizer}: no token {eos_token!r} (config inference.eos_token)")
+    return eos
+
+
+def _model_config(mcore_dir: Path):
+    from workflow_scripts.convert.conversion import read_model_config
+
+    if not mcore_dir.is_dir():
+        raise PipelineInputError(f"{mcore_dir}: megatron-core checkpoint folder missing")
+    return read_model_config(mcore_dir)[0]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workflow_scripts.inference.generate", description=__doc__.split("\n")[0])
+    p.add_argument("--mcore", required=True, type=Path, help="converted megatron-core checkpoint folder")
+    p.add_argument("--samples", required=True, type=Path, help="sampled OpenOrca .pkl/.parquet (column tok_input)")
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer.json (for the EOS id)")
+    p.add_argument("--eos-token", default="</s>")
+    p.add_argument("--out", required=True, type=Path, help="mlperf_log_accuracy.json")
+    p.add_argument("--stats", required=True, type=Path, help="JSON with counts and timing")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--min-new-tokens", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=0, help="only the first N samples (0 = all)")
+    p.add_argument("--tp", type=int, default=1, help="tensor parallel size (torchrun world size / tp = data parallel)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    return p
+
+
+def generate_files(args: argparse.Namespace) -> None:
+    """The whole run for parsed arguments; on global rank 0 it writes --out and --stats. torch.distributed stays up
+    afterwards (the caller shuts it down), so one torchrun job may call this more than once."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
+        raise PipelineInputError(f"need 1 <= min_new_tokens ({args.min_new_tokens}) <= max_new_tokens ({args.max_new_tokens})")
+    model_cfg = _model_config(args.mcore)
+    prompts = read_prompts(args.samples, model_cfg.vocab_size)
+    if args.limit:
+        prompts = prompts[: args.limit]
+    eos = eos_token_id(args.tokenizer, args.eos_token)
+    check_layout(int(os.environ.get("WORLD_SIZE", 1)), args.tp, model_cfg)  # before any loading
+    model, cfg = load_model(args.mcore, args.tp)
+    longest = max(len(p) for p in prompts) + args.max_new_tokens
+    if longest > cfg.max_position_embeddings:
+        log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
+    start = time.perf_counter()
+    outputs, layout = generate_sharded(model, cfg.vocab_size, prompts, args.max_new_tokens, eos, args.min_new_tokens,
+                                       args.batch_size)
+    seconds = time.perf_counter() - start
+    if outputs is None:
+        return  # not global rank 0: its outputs went to rank 0, which writes the log
+    generated = sum(len(o) for o in outputs)
+    stats: dict[str, Any] = {
+        **layout,
+        "samples": len(prompts), "generated_tokens": generated, "seconds": round(seconds, 3),
+        "tokens_per_second": round(generated / seconds, 2) if seconds else None,
+        "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
+        "min_new_tokens": args.min_new_tokens, "batch_size": args.batch_size, "eos_id": eos, "dtype": DTYPE,
+        "checkpoint": str(args.mcore), "sample_list": str(args.samples),
+    }
+    write_accuracy_log(args.out, enumerate(outputs))
+    write_json(args.stats, stats)
+    log.info("generated %d tokens for %d samples in %.1f s", generated, len(prompts), seconds)
+
+
+def _body(argv: Sequence[str] | None) -> int:
+    from workflow_scripts.model.llama_model import shutdown_parallel
+
+    args = parser().parse_args(argv)
+    try:
+        generate_files(args)
+    finally:
+        shutdown_parallel()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(_body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

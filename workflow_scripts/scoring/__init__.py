@@ -1,0 +1,1 @@
+"""MLPerf logs, compliance checks, ROUGE and the score table."""
