@@ -21,28 +21,19 @@ include: "rules/common.smk"
 include: "rules/demo_data.smk"
 include: "rules/c4_consolidate.smk"
 include: "rules/c4_tokenize.smk"
-include: "rules/govreport_common.smk"
 include: "rules/govreport.smk"
-include: "rules/ultrachat_common.smk"
 include: "rules/ultrachat.smk"
-include: "rules/openorca_common.smk"
 include: "rules/openorca.smk"
-include: "rules/convert_common.smk"
 include: "rules/convert.smk"
-include: "rules/train_common.smk"
 include: "rules/train.smk"
 include: "rules/demo_base.smk"
-include: "rules/inference_common.smk"
 include: "rules/inference.smk"
-include: "rules/scores_common.smk"
 include: "rules/scores.smk"
 include: "rules/compliance.smk"
-include: "rules/testing.smk"
-include: "rules/report_common.smk"
 include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_targets(),
+        L.targets(),

@@ -43,7 +43,7 @@ def launch(nproc: int, module: str, args: list[str], log: Path, env: dict | None
 
 def launch_two_nodes(module: str, args: list[str], log: Path, timeout: int = 300) -> int:
     """Two torchrun 'nodes' on this host, one GPU each, meeting through c10d rendezvous with the flags of
-    rules/train_common.smk's multi-node launcher (there `srun` starts one per node)."""
+    workflow_scripts/dag/train_jobs.py's multi-node launcher (there `srun` starts one per node)."""
     PORT[0] += 1
     procs = []
     with open(log, "a") as handle:

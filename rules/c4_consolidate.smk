@@ -6,10 +6,10 @@
 
 rule c4_consolidate_train:
     input:
-        c4_train_group_shards,
+        lambda w: L.c4_train_group_shards(int(w.group)),
     output:
-        data="results/c4/consolidated/c4-train.en_{group}.json.gz",
-        manifest="results/c4/consolidated/c4-train.en_{group}.sources.json",
+        data=f"{paths.C4_CONSOLIDATED}/c4-train.en_{{group}}.json.gz",
+        manifest=f"{paths.C4_CONSOLIDATED}/c4-train.en_{{group}}.sources.json",
     log:
         "logs/c4/consolidate_train_{group}.log",
     benchmark:
@@ -27,10 +27,10 @@ rule c4_consolidate_train:
 
 rule c4_consolidate_validation:
     input:
-        c4_validation_shards,
+        L.c4_validation_shards(),
     output:
-        data="results/c4/consolidated/c4-validation-{docs}-samples.en.json.gz",
-        manifest="results/c4/consolidated/c4-validation-{docs}-samples.en.sources.json",
+        data=f"{paths.C4_CONSOLIDATED}/c4-validation-{{docs}}-samples.en.json.gz",
+        manifest=f"{paths.C4_CONSOLIDATED}/c4-validation-{{docs}}-samples.en.sources.json",
     wildcard_constraints:
         docs=r"\d+",
     log:

@@ -1,18 +1,16 @@
 # MLPerf compliance checker (mlperf-logging, unmodified) on every llama2_70b_lora training log; one verdict per seed.
-# Include it after rules/scores_common.smk and rules/train_common.smk (TRAIN_DIR). The verdict records pass or fail (the
-# score table reports it); a missing, truncated or other-benchmark log fails the job instead.
-COMPLIANCE_RULESET = "6.1.0"
-ALL_TARGETS.extend(compliance_verdicts())
+# The verdict records pass or fail (the score table reports it); a missing, truncated or other-benchmark log fails the
+# job instead.
 
 
 rule compliance:
     input:
-        log=f"{TRAIN_DIR}/lora/seed{{seed}}/mlperf_log.txt",
+        log=f"{paths.TRAIN_DIR}/lora/seed{{seed}}/mlperf_log.txt",
     output:
-        f"{COMPLIANCE_DIR}/lora/seed{{seed}}.json",
+        f"{paths.COMPLIANCE_DIR}/lora/seed{{seed}}.json",
     params:
         benchmark="llama2_70b_lora",
-        ruleset=COMPLIANCE_RULESET,
+        ruleset=paths.COMPLIANCE_RULESET,
     log:
         "logs/scores/compliance_lora_seed{seed}.log",
     conda:

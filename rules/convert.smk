@@ -1,18 +1,18 @@
 # HF Llama -> megatron-core checkpoint for the training layout, gated by a logits parity check (parity.json).
-# Training rules take CONVERT_PARITY as input, so nothing trains on a conversion that scrambled heads.
-ALL_TARGETS.append(CONVERT_PARITY)
+# Training rules take the parity file as input, so nothing trains on a conversion that scrambled heads. The layout
+# (TP, PP, layer spec) is the training config's (workflow_scripts/dag/train_jobs.py: conversion).
 
 
 rule convert_hf_to_mcore:
     input:
-        hf=convert_hf_checkpoint,
+        hf=L.convert_hf_checkpoint(),
     output:
-        directory(CONVERT_MCORE),
+        directory(paths.CONVERT_MCORE),
     params:
-        tp=config["convert"]["tp"],
-        pp=config["convert"]["pp"],
-        spec=config["convert"]["spec"],
-        vocab_multiple=config["convert"].get("make_vocab_size_divisible_by", 128),
+        tp=CONVERSION.tp,
+        pp=CONVERSION.pp,
+        spec=CONVERSION.spec,
+        vocab_multiple=config["convert"]["make_vocab_size_divisible_by"],
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/convert/hf_to_mcore.log",
@@ -32,13 +32,13 @@ rule convert_hf_to_mcore:
 
 rule verify_conversion:
     input:
-        hf=convert_hf_checkpoint,
-        mcore=CONVERT_MCORE,
+        hf=L.convert_hf_checkpoint(),
+        mcore=paths.CONVERT_MCORE,
     output:
-        CONVERT_PARITY,
+        paths.CONVERT_PARITY,
     params:
-        tolerance=config["convert"].get("tolerance", 1.0e-4),
-        seed=config["demo"].get("seed", 1234),
+        tolerance=config["convert"]["tolerance"],
+        seed=config["demo"]["seed"],
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/convert/verify_conversion.log",
@@ -46,8 +46,8 @@ rule verify_conversion:
         rule_benchmark("verify_conversion.tsv")
     threads: 1
     resources:
-        mem_mb=4096,
-        runtime=60,
+        runtime=120,
+        **verify_resources(CONVERSION),
     conda:
         "../envs/convert.yaml"
     shell:

@@ -6,18 +6,18 @@
 
 rule demo_base_corpus:
     input:
-        govreport="results/govreport/train.npy",
-        tokenizer=openorca_tokenizer,
+        govreport=L.govreport_npy("train"),
+        tokenizer=L.openorca_tokenizer(),
     output:
-        data=DEMO_BASE_CORPUS,
-        stats=f"{DEMO_DIR}/base/train_corpus.stats.json",
+        data=paths.DEMO_BASE_CORPUS,
+        stats=f"{paths.DEMO_BASE_DIR}/train_corpus.stats.json",
     params:
         govreport_rows=config["demo"]["base_govreport_rows"],
         rows_per_origin=config["demo"]["base_chat_rows_per_origin"],
         seed=config["demo"]["seed"] + 1,
         bos_token=config["openorca"]["bos_token"],
         eos_token=config["inference"]["eos_token"],
-        response_init_token=openorca_response_init_token,
+        response_init_token=L.openorca_response_init_token(),
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/base_corpus.log",
@@ -33,13 +33,13 @@ rule demo_base_corpus:
 
 rule demo_base_model:
     input:
-        train=DEMO_BASE_CORPUS,
-        validation="results/govreport/validation.npy",
+        train=paths.DEMO_BASE_CORPUS,
+        validation=L.govreport_npy("validation"),
     output:
-        metrics=f"{DEMO_DIR}/base/metrics.json",
-        model=directory(f"{DEMO_DIR}/base/checkpoint"),
+        metrics=f"{paths.DEMO_BASE_DIR}/metrics.json",
+        model=directory(f"{paths.DEMO_BASE_DIR}/checkpoint"),
     params:
-        overrides=demo_base_overrides,
+        overrides=DEMO_BASE_OVERRIDES,
         out=parent_of_first_output,
         ckpt_dir="checkpoints/demo_base",
     priority: CRITICAL_PATH_PRIORITY
@@ -60,9 +60,9 @@ rule demo_base_model:
 
 rule demo_base_to_hf:
     input:
-        f"{DEMO_DIR}/base/checkpoint",
+        rules.demo_base_model.output.model,
     output:
-        directory(CONVERT_DEMO_HF),
+        directory(paths.CONVERT_DEMO_HF),
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/base_to_hf.log",

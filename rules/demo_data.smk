@@ -3,21 +3,15 @@
 
 rule demo_c4_corpus:
     output:
-        train=expand(
-            "{d}/c4/raw/c4-train.{i:05d}-of-{n:05d}.json.gz",
-            d=DEMO_DIR, i=range(config["c4"]["train_shards"]), n=[config["c4"]["train_shards"]],
-        ),
-        validation=expand(
-            "{d}/c4/raw/c4-validation.{i:05d}-of-{n:05d}.json.gz",
-            d=DEMO_DIR, i=range(config["c4"]["validation_shards"]), n=[config["c4"]["validation_shards"]],
-        ),
+        train=L.c4_demo_raw("train"),
+        validation=L.c4_demo_raw("validation"),
     params:
         out=parent_of_first_output,
         train_shards=config["c4"]["train_shards"],
         validation_shards=config["c4"]["validation_shards"],
-        train_docs=config["demo"].get("c4_docs_per_train_shard", 120),
-        validation_docs=config["demo"].get("c4_docs_per_validation_shard", 100),
-        seed=config["demo"].get("seed", 1234),
+        train_docs=config["demo"]["c4_docs_per_train_shard"],
+        validation_docs=config["demo"]["c4_docs_per_validation_shard"],
+        seed=config["demo"]["seed"],
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/c4_corpus.log",
@@ -32,13 +26,10 @@ rule demo_c4_corpus:
 
 rule demo_tokenizer:
     input:
-        # The first train group is enough text for a few-thousand-token BPE.
-        shards=expand(
-            "{d}/c4/raw/c4-train.{i:05d}-of-{n:05d}.json.gz",
-            d=DEMO_DIR, i=range(config["c4"]["train_shards"]), n=[config["c4"]["train_shards"]],
-        ),
+        # The demo's train shards are enough text for a few-thousand-token BPE.
+        shards=L.c4_demo_raw("train"),
     output:
-        f"{DEMO_DIR}/tokenizer/tokenizer.json",
+        paths.DEMO_TOKENIZER,
     params:
         vocab_size=config["demo"]["tokenizer_vocab_size"],
     priority: CRITICAL_PATH_PRIORITY

@@ -1,23 +1,22 @@
 # GovReport for the Llama 2 70B LoRA workload: raw rows -> packed parquet (input_ids, labels) -> MLPerf .npy per split.
-
-ALL_TARGETS.extend(f"results/govreport/{split}.{ext}" for split in GOVREPORT_SPLITS for ext in ("npy", "stats.json"))
+# config govreport.source: "raw" runs all three steps; "packed" starts from the published packed parquet files.
 
 
 rule demo_govreport:
     input:
         # The tokenizer of the pack step: the validation rows are drawn to pack into exactly N rows with it.
-        tokenizer=govreport_tokenizer,
+        tokenizer=L.govreport_tokenizer(),
     output:
-        train=f"{DEMO_DIR}/govreport/train.parquet",
-        validation=f"{DEMO_DIR}/govreport/validation.parquet",
+        train=L.govreport_demo_rows("train"),
+        validation=L.govreport_demo_rows("validation"),
     params:
         out=parent_of_first_output,
-        train_docs=config["demo"].get("govreport_train_docs", 2000),
-        validation_rows=config["demo"].get("govreport_validation_rows", 173),
+        train_docs=config["demo"]["govreport_train_docs"],
+        validation_rows=config["demo"]["govreport_validation_rows"],
         seq_length=config["govreport"]["seq_length"],
         num_proc=config["govreport"]["validation_num_proc"],
         batch_size=config["govreport"]["map_batch_size"],
-        seed=config["demo"].get("seed", 1234),
+        seed=config["demo"]["seed"],
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/govreport.log",
@@ -31,7 +30,7 @@ rule demo_govreport:
 
 rule govreport_hub:
     output:
-        "results/govreport/hub/{govreport_split}.parquet",
+        f"{paths.GOVREPORT_DIR}/hub/{{govreport_split}}.parquet",
     params:
         dataset=config["govreport"]["hub_dataset"],
         name=config["govreport"]["hub_config"],
@@ -51,13 +50,13 @@ rule govreport_hub:
 
 rule govreport_pack:
     input:
-        rows=govreport_source_file,
-        tokenizer=govreport_tokenizer,
+        rows=lambda w: L.govreport_source_file(w.govreport_split),
+        tokenizer=L.govreport_tokenizer(),
     output:
-        parquet="results/govreport/packed/{govreport_split}.parquet",
-        stats="results/govreport/packed/{govreport_split}.stats.json",
+        parquet=f"{paths.GOVREPORT_DIR}/packed/{{govreport_split}}.parquet",
+        stats=f"{paths.GOVREPORT_DIR}/packed/{{govreport_split}}.stats.json",
     params:
-        flags=govreport_pack_flags,
+        flags=lambda w: L.govreport_pack_flags(w.govreport_split),
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/govreport/pack_{govreport_split}.log",
@@ -76,13 +75,13 @@ rule govreport_pack:
 
 rule govreport_npy:
     input:
-        unpack(govreport_npy_inputs),
+        unpack(lambda w: L.govreport_npy_inputs(w.govreport_split)),
     output:
-        npy="results/govreport/{govreport_split}.npy",
-        stats="results/govreport/{govreport_split}.stats.json",
+        npy=f"{paths.GOVREPORT_DIR}/{{govreport_split}}.npy",
+        stats=f"{paths.GOVREPORT_DIR}/{{govreport_split}}.stats.json",
     params:
         seq_length=config["govreport"]["seq_length"],
-        pack_stats=govreport_pack_stats_flag,
+        pack_stats=lambda w, input: f"--pack-stats {input.pack_stats}" if "pack_stats" in input.keys() else "",
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/govreport/npy_{govreport_split}.log",

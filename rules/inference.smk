@@ -1,25 +1,24 @@
 # MLPerf Inference llama2-70b accuracy: greedy generation on the OpenOrca samples, then ROUGE as evaluate-accuracy.py.
 # The ROUGE file reports pass/fail against the targets; a failing score never fails the rule.
-ALL_TARGETS.extend([f"{INFERENCE_DIR}/rouge.json"])
 
 
 rule generate:
     input:
-        checkpoint=inference_checkpoint,
-        gate=inference_gate,
-        samples=inference_samples,
-        tokenizer=openorca_tokenizer,
+        checkpoint=L.inference_checkpoint(),
+        gate=L.inference_gate(),
+        samples=L.inference_samples(),
+        tokenizer=L.openorca_tokenizer(),
     output:
-        accuracy_log=f"{INFERENCE_DIR}/mlperf_log_accuracy.json",
-        stats=f"{INFERENCE_DIR}/generate.json",
+        accuracy_log=f"{paths.INFERENCE_DIR}/mlperf_log_accuracy.json",
+        stats=f"{paths.INFERENCE_DIR}/generate.json",
     params:
-        samples=INFERENCE.get("samples", 0),
-        max_new_tokens=INFERENCE.get("max_new_tokens", 1024),
-        min_new_tokens=INFERENCE.get("min_new_tokens", 1),
-        batch_size=INFERENCE.get("batch_size", 8),
-        eos_token=INFERENCE.get("eos_token", "</s>"),
-        nproc=INFERENCE.get("nproc_per_node", 1),
-        tp=INFERENCE.get("tensor_parallel", 1),
+        samples=config["inference"]["samples"],
+        max_new_tokens=config["inference"]["max_new_tokens"],
+        min_new_tokens=config["inference"]["min_new_tokens"],
+        batch_size=config["inference"]["batch_size"],
+        eos_token=config["inference"]["eos_token"],
+        nproc=config["inference"]["nproc_per_node"],
+        tp=config["inference"]["tensor_parallel"],
     log:
         "logs/inference/generate.log",
     benchmark:
@@ -28,8 +27,7 @@ rule generate:
     # machine; on GPUs the CPU threads only launch kernels. The processes are inference.nproc_per_node (one per GPU).
     threads: 1
     resources:
-        mem_mb=4096,
-        runtime=240,
+        **generate_resources(L, CONVERSION),
     conda:
         "../envs/inference.yaml"
     shell:
@@ -43,12 +41,12 @@ rule generate:
 rule rouge_score:
     input:
         accuracy_log=rules.generate.output.accuracy_log,
-        samples=inference_samples,
-        tokenizer=openorca_tokenizer,
+        samples=L.inference_samples(),
+        tokenizer=L.openorca_tokenizer(),
     output:
-        f"{INFERENCE_DIR}/rouge.json",
+        f"{paths.INFERENCE_DIR}/rouge.json",
     params:
-        samples=INFERENCE.get("samples", 0),
+        samples=config["inference"]["samples"],
     log:
         "logs/inference/rouge_score.log",
     threads: 2

@@ -1,20 +1,12 @@
 # OpenOrca -> the MLPerf Inference llama2-70b evaluation dataset (processorca.py): filter, then sample per origin.
-ALL_TARGETS.extend(
-    [
-        f"{OPENORCA_PREFIX}.sampled_{OPENORCA_TOTAL}.pkl",
-        f"{OPENORCA_PREFIX}.sampled_{OPENORCA_TOTAL}.parquet",
-        f"{OPENORCA_PREFIX}.calibration_{OPENORCA_CALIBRATION}.pkl",
-        f"{OPENORCA_DIR}/stats.json",
-    ]
-)
 
 
 rule demo_openorca_parquet:
     output:
-        OPENORCA_DEMO_PARQUET,
+        paths.OPENORCA_DEMO_PARQUET,
     params:
-        rows_per_origin=config["demo"].get("openorca_rows_per_origin", 150),
-        seed=config["demo"].get("seed", 1234),
+        rows_per_origin=config["demo"]["openorca_rows_per_origin"],
+        seed=config["demo"]["seed"],
     log:
         "logs/demo/openorca_parquet.log",
     conda:
@@ -26,15 +18,15 @@ rule demo_openorca_parquet:
 
 rule openorca_filter:
     input:
-        parquet=openorca_parquet,
-        tokenizer=openorca_tokenizer,
+        parquet=L.openorca_parquet(),
+        tokenizer=L.openorca_tokenizer(),
     output:
-        full=f"{OPENORCA_PREFIX}.full.parquet",
-        stats=f"{OPENORCA_DIR}/filter_stats.json",
+        full=f"{paths.OPENORCA_PREFIX}.full.parquet",
+        stats=f"{paths.OPENORCA_DIR}/filter_stats.json",
     params:
-        seqlen_limit=config["openorca"].get("seqlen_limit", 1024),
-        bos_token=config["openorca"].get("bos_token", "<s>"),
-        response_init_token=openorca_response_init_token,
+        seqlen_limit=config["openorca"]["seqlen_limit"],
+        bos_token=config["openorca"]["bos_token"],
+        response_init_token=L.openorca_response_init_token(),
     log:
         "logs/openorca/filter.log",
     benchmark:
@@ -57,15 +49,12 @@ rule openorca_sample:
         full=rules.openorca_filter.output.full,
         filter_stats=rules.openorca_filter.output.stats,
     output:
-        pkl=f"{OPENORCA_PREFIX}.sampled_{OPENORCA_TOTAL}.pkl",
-        parquet=f"{OPENORCA_PREFIX}.sampled_{OPENORCA_TOTAL}.parquet",
-        calibration=f"{OPENORCA_PREFIX}.calibration_{OPENORCA_CALIBRATION}.pkl",
-        stats=f"{OPENORCA_DIR}/stats.json",
+        **L.openorca_outputs(),
     params:
-        total=OPENORCA_TOTAL,
-        calibration_size=OPENORCA_CALIBRATION,
-        seed=config["openorca"].get("sample_seed", 1337),
-        calibration_seed=config["openorca"].get("calibration_seed", 12345),
+        total=config["openorca"]["total_samples"],
+        calibration_size=config["openorca"]["calibration_size"],
+        seed=config["openorca"]["sample_seed"],
+        calibration_seed=config["openorca"]["calibration_seed"],
     log:
         "logs/openorca/sample.log",
     resources:

@@ -1,31 +1,26 @@
 # Figures of the Snakemake report (`snakemake --report report.html`): loss and throughput of every training run,
 # conversion parity, data statistics and rule benchmarks; the score table is flagged in rules/scores.smk.
-# Included last: the benchmark figure reads the `benchmark:` files of every stage included before it.
-REPORT_FIGURES = [
-    *report_run_plots(),
-    f"{REPORT_DIR}/convert/parity.svg",
-    f"{REPORT_DIR}/data/statistics.svg",
-    f"{REPORT_DIR}/data/statistics.csv",
-    f"{REPORT_DIR}/benchmarks/rules.svg",
-    f"{REPORT_DIR}/scores/scores.html",
-]
-ALL_TARGETS.extend(REPORT_FIGURES)
+# The benchmark figure waits for every other stage's final outputs: it reads their rules' `benchmark:` files.
+
+wildcard_constraints:
+    report_workload="|".join(L.train_workloads()),
+
 
 
 # `snakemake report_figures`: the figures only (then `snakemake --report report.html`).
 rule report_figures:
     input:
-        REPORT_FIGURES,
+        L.report_figures(),
 
 
 rule plot_train_loss:
     input:
-        steps=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/steps.csv",
-        evals=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/eval.csv",
-        metrics=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/metrics.json",
+        steps=f"{paths.TRAIN_DIR}/{{report_workload}}/seed{{seed}}/steps.csv",
+        evals=f"{paths.TRAIN_DIR}/{{report_workload}}/seed{{seed}}/eval.csv",
+        metrics=f"{paths.TRAIN_DIR}/{{report_workload}}/seed{{seed}}/metrics.json",
     output:
         report(
-            f"{REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/loss.svg",
+            f"{paths.REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/loss.svg",
             caption="../report/loss.rst",
             category="Training",
             subcategory="{report_workload}",
@@ -45,11 +40,11 @@ rule plot_train_loss:
 
 rule plot_train_throughput:
     input:
-        steps=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/steps.csv",
-        metrics=f"{TRAIN_DIR}/{{report_workload}}/seed{{seed}}/metrics.json",
+        steps=f"{paths.TRAIN_DIR}/{{report_workload}}/seed{{seed}}/steps.csv",
+        metrics=f"{paths.TRAIN_DIR}/{{report_workload}}/seed{{seed}}/metrics.json",
     output:
         report(
-            f"{REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/throughput.svg",
+            f"{paths.REPORT_DIR}/train/{{report_workload}}/seed{{seed}}/throughput.svg",
             caption="../report/throughput.rst",
             category="Training",
             subcategory="{report_workload}",
@@ -69,13 +64,13 @@ rule plot_train_throughput:
 
 rule plot_conversion_parity:
     input:
-        CONVERT_PARITY,
+        paths.CONVERT_PARITY,
     output:
         report(
-            f"{REPORT_DIR}/convert/parity.svg",
+            f"{paths.REPORT_DIR}/convert/parity.svg",
             caption="../report/parity.rst",
             category="Conversion",
-            labels={"workload": "conversion", "seed": report_demo_seed(), "figure": "logits parity"},
+            labels={"workload": "conversion", "seed": str(config["demo"]["seed"]), "figure": "logits parity"},
         ),
     log:
         "logs/report/parity.log",
@@ -90,16 +85,16 @@ rule plot_conversion_parity:
 
 rule plot_data_statistics:
     input:
-        unpack(report_data_stats_inputs),
+        unpack(lambda w: L.report_data_stats_inputs()),
     output:
         svg=report(
-            f"{REPORT_DIR}/data/statistics.svg",
+            f"{paths.REPORT_DIR}/data/statistics.svg",
             caption="../report/data_statistics.rst",
             category="Data",
             labels={"workload": "all", "seed": "-", "figure": "data statistics"},
         ),
         csv=report(
-            f"{REPORT_DIR}/data/statistics.csv",
+            f"{paths.REPORT_DIR}/data/statistics.csv",
             caption="../report/data_statistics.rst",
             category="Data",
             labels={"workload": "all", "seed": "-", "figure": "data statistics (CSV)"},
@@ -119,16 +114,16 @@ rule plot_data_statistics:
 
 rule plot_rule_benchmarks:
     input:
-        REPORT_UPSTREAM,
+        L.stage_targets(),
     output:
         report(
-            f"{REPORT_DIR}/benchmarks/rules.svg",
+            f"{paths.REPORT_DIR}/benchmarks/rules.svg",
             caption="../report/benchmarks.rst",
             category="Benchmarks",
             labels={"workload": "all", "seed": "-", "figure": "rule benchmarks"},
         ),
     params:
-        folder=RULE_BENCHMARK_DIR,
+        folder=paths.RULE_BENCHMARK_DIR,
     log:
         "logs/report/benchmarks.log",
     resources:
@@ -142,10 +137,10 @@ rule plot_rule_benchmarks:
 
 rule score_table_html:
     input:
-        f"{SCORES_DIR}/scores.csv",
+        rules.score_table.output.csv,
     output:
         report(
-            f"{REPORT_DIR}/scores/scores.html",
+            f"{paths.REPORT_DIR}/scores/scores.html",
             caption="../report/scores.rst",
             category="Scores",
             labels={"workload": "all", "seed": "all", "figure": "score table"},

@@ -1,17 +1,16 @@
 # The score table of the DAG run (CSV + Markdown): inference ROUGE, and every training run with its compliance
-# verdict when the training (rules/train*.smk) and compliance (rules/compliance.smk) rules are included.
-ALL_TARGETS.extend([f"{SCORES_DIR}/scores.csv", f"{SCORES_DIR}/scores.md"])
+# verdict (rules/compliance.smk).
 
 
 rule score_table:
     input:
-        rouge=f"{INFERENCE_DIR}/rouge.json",
-        metrics=score_train_metrics,
-        compliance=score_compliance,
+        rouge=rules.rouge_score.output[0],
+        metrics=L.score_train_metrics(),
+        compliance=L.compliance_verdicts(),
     output:
-        csv=report(f"{SCORES_DIR}/scores.csv", caption="../report/scores.rst", category="Scores",
+        csv=report(f"{paths.SCORES_DIR}/scores.csv", caption="../report/scores.rst", category="Scores",
                    labels={"workload": "all", "seed": "all", "figure": "score table (CSV)"}),
-        md=report(f"{SCORES_DIR}/scores.md", caption="../report/scores.rst", category="Scores",
+        md=report(f"{paths.SCORES_DIR}/scores.md", caption="../report/scores.rst", category="Scores",
                   labels={"workload": "all", "seed": "all", "figure": "score table (Markdown)"}),
     log:
         "logs/scores/score_table.log",

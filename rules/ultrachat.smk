@@ -1,19 +1,14 @@
 # UltraChat (ultrachat_200k) for the SFT throughput workload: ChatML tokenizer, then TRL constant-length packing per split.
 
-ALL_TARGETS.extend(
-    f"results/ultrachat/{split}.{ext}" for split in ULTRACHAT_SPLITS for ext in ("parquet", "stats.json")
-)
-ALL_TARGETS.append("results/ultrachat/tokenizer/tokenizer.json")
-
 
 rule demo_ultrachat:
     output:
-        expand("{d}/{name}", d=ULTRACHAT_DEMO_DIR, name=ULTRACHAT_DEMO_NAMES),
+        [f"{paths.ULTRACHAT_DEMO_DIR}/{name}" for name in paths.ULTRACHAT_DEMO_NAMES],
     params:
         out=parent_of_first_output,
-        train=config["demo"].get("ultrachat_train_conversations", 300),
-        test=config["demo"].get("ultrachat_test_conversations", 60),
-        seed=config["demo"].get("seed", 1234),
+        train=config["demo"]["ultrachat_train_conversations"],
+        test=config["demo"]["ultrachat_test_conversations"],
+        seed=config["demo"]["seed"],
     log:
         "logs/demo/ultrachat.log",
     conda:
@@ -25,11 +20,11 @@ rule demo_ultrachat:
 
 rule ultrachat_tokenizer:
     input:
-        ultrachat_base_tokenizer,
+        L.ultrachat_base_tokenizer(),
     output:
-        "results/ultrachat/tokenizer/tokenizer.json",
+        paths.ULTRACHAT_TOKENIZER,
     params:
-        flags=ultrachat_tokenizer_flags,
+        flags=L.ultrachat_tokenizer_flags(),
     log:
         "logs/ultrachat/tokenizer.log",
     conda:
@@ -40,13 +35,13 @@ rule ultrachat_tokenizer:
 
 rule ultrachat_pack:
     input:
-        files=ultrachat_split_files,
-        tokenizer="results/ultrachat/tokenizer/tokenizer.json",
+        files=lambda w: L.ultrachat_files[w.ultrachat_split],
+        tokenizer=paths.ULTRACHAT_TOKENIZER,
     output:
-        parquet="results/ultrachat/{ultrachat_split}.parquet",
-        stats="results/ultrachat/{ultrachat_split}.stats.json",
+        parquet=f"{paths.ULTRACHAT_DIR}/{{ultrachat_split}}.parquet",
+        stats=f"{paths.ULTRACHAT_DIR}/{{ultrachat_split}}.stats.json",
     params:
-        flags=ultrachat_pack_flags,
+        flags=L.ultrachat_pack_flags(),
     log:
         "logs/ultrachat/pack_{ultrachat_split}.log",
     benchmark:

@@ -139,10 +139,18 @@ def test_merge_outputs_checks_every_row_once():
         merge_outputs([{0: [1]}], 2)
 
 
-def test_real_scale_config_asks_for_the_gpus_the_profile_gives(repo):
+def test_real_scale_config_asks_for_one_gpu_per_generation_process(repo):
+    """The GPUs of the generation job are derived from inference.nproc_per_node; the profile does not restate them."""
+    from workflow_scripts.dag.layout import Layout
+    from workflow_scripts.dag.train_jobs import conversion, generate_resources, train_jobs
+    from workflow_scripts.plan.planner import load_config
+
     profile = yaml.safe_load((repo / "profiles/slurm/config.yaml").read_text())["set-resources"]["generate"]
-    inference = yaml.safe_load((repo / "configs/llama2_70b_lora_8xh100.yaml").read_text())["inference"]
-    assert inference["nproc_per_node"] == profile["gpu"] == 8
+    config = load_config(repo, ["configs/llama2_70b_lora_8xh100.yaml"])
+    layout = Layout(config, check_inputs=False)
+    inference = config["inference"]
+    assert "gpu" not in profile
+    assert inference["nproc_per_node"] == generate_resources(layout, conversion(layout, train_jobs(layout)))["gpu"] == 8
     assert inference["nproc_per_node"] % inference["tensor_parallel"] == 0
     assert yaml.safe_load((repo / "config.yaml").read_text())["inference"]["nproc_per_node"] == 1
 

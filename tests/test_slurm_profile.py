@@ -67,9 +67,13 @@ def test_every_profile_entry_is_commented_and_partitions_are_site_edits(repo):
     gpu_rules = profile["set-resources"]
     assert set(gpu_rules) == {"train_lora", "train_pretrain", "train_sft", "generate", "verify_conversion"}
     for rule, res in gpu_rules.items():
-        assert res["slurm_partition"] == "h100" and {"cpus_per_gpu", "mem_mb", "runtime"} <= set(res), rule
-        assert "tasks" not in res, f"{rule}: tasks on a torchrun rule sets --ntasks-per-gpu"
-        assert ("gpu" in res and res["gpu_model"] == "h100") or res.get("gres", "").startswith("gpu:h100:"), rule
+        # Site facts only: what a job asks for (GPUs, memory, walltime, nodes) the workflow derives from its config.
+        assert res["slurm_partition"] == "h100" and res["gpu_model"] == "h100", rule
+        assert set(res) <= {"slurm_partition", "gpu_model", "cpus_per_gpu", "slurm_extra"}, rule
+    # The GPU type and the GPU partition are each written once (YAML anchors carry them to every GPU rule).
+    text = (repo / PROFILE / "config.yaml").read_text()
+    assert len(re.findall(r"^\s*gpu_model:", text, flags=re.M)) == 1 and text.count('"h100"') == 2
+    assert len(re.findall(r"^\s*slurm_partition:", text, flags=re.M)) == 2  # the CPU and the GPU partition
 
 
 def test_profile_settings_survive_the_default_workflow_profile(repo, monkeypatch):
@@ -138,8 +142,27 @@ def test_dry_run_of_demo_puts_gpu_rules_on_h100_and_the_rest_on_cpu(plan_copy, r
             expected = {key: str(value) for key, value in gpu_rules[rule].items() if key != "slurm_extra"}
             shown = dict(item.split("=", 1) for item in res.split(", "))
             assert {key: shown.get(key) for key in expected} == expected, (rule, res)
+            # The demo's CPU model: CPU-sized requests, no GPU (--gpus=h100:0), a few GB, as a small cluster holds.
+            assert shown["gpu"] == "0" and int(shown["mem_mb"]) <= 8000, (rule, res)
         elif rule != "all":
             assert "slurm_partition=cpu" in res and "gpu" not in res, (rule, res)
+
+
+def test_dry_run_of_70b_lora_config_derives_gpus_memory_and_conversion_layout(plan_copy, tmp_path):
+    """The 70B LoRA recipe (TP 4, TE spec) on nproc_per_node 8: 8 GPUs and 960 GB for training and generation, one
+    GPU for the parity check, and the conversion at TP 4 with the TE spec, none of it written in the profile."""
+    (tmp_path / "hf").mkdir()
+    paths = tmp_path / "paths.yaml"
+    paths.write_text(yaml.safe_dump({"convert": {"hf_checkpoint": str(tmp_path / "hf")}}))
+    proc = _snakemake(plan_copy, "-n", "-p", "--profile", PROFILE, "--configfile", "configs/llama2_70b_lora_8xh100.yaml",
+                      str(paths), env=_no_slurm_env(), timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    shown = {rule: dict(item.split("=", 1) for item in res.split(", ")) for rule, res in _job_resources(out)}
+    assert {k: shown["train_lora"][k] for k in ("gpu", "mem_mb", "nodes", "gpu_model")} == \
+        {"gpu": "8", "mem_mb": "960000", "nodes": "1", "gpu_model": "h100"}
+    assert shown["generate"]["gpu"] == "8" and shown["verify_conversion"]["gpu"] == "1"
+    assert "--tp 4 --pp 1 --spec te" in out
 
 
 # --- runs through a real Slurm -----------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ from workflow_scripts.core.atomic import atomic_open
 from workflow_scripts.core.cli import run_main
 from workflow_scripts.core.config_check import validate_config
 from workflow_scripts.core.errors import PipelineInputError
+from workflow_scripts.dag.layout import Layout
+from workflow_scripts.dag.train_jobs import train_job
 from workflow_scripts.model.lora_param_count import linear_shapes
 from workflow_scripts.train.train_config import TrainConfig, build_config
 
@@ -46,8 +48,8 @@ RCP_MEAN_SAMPLES: dict[tuple[str, int], float] = {
 LLAMA2_70B_SHAPE = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_layers=80,
                         num_attention_heads=64, num_query_groups=8, head_dim=128)
 
-# A training job's command (rules/train.smk): the trainer module, then its recipe and overrides.
-TRAIN_CMD = re.compile(r"-m workflow_scripts\.train --recipe (\S+) --overrides-inline '(.*?)'")
+# A training job's rule (rules/train.smk): train_<workload>, one job per seed.
+TRAIN_RULE = re.compile(r"^train_(\w+)$")
 
 
 @dataclass
@@ -192,12 +194,14 @@ def gpu_hours(params: int, tokens: float, mfu: float, peak_tflops: float) -> flo
 
 
 def train_estimate(job: Job, config: dict[str, Any]) -> TrainEstimate | None:
-    """The estimate of a training job (its command names a recipe), from the exact recipe and overrides it runs."""
-    found = TRAIN_CMD.search(job.shell)
-    if not found:
+    """The estimate of a training job, from the TrainConfig the workflow builds for its workload and seed (the same
+    function the rule's arguments come from: workflow_scripts/dag/train_jobs.py)."""
+    rule = TRAIN_RULE.match(job.rule)
+    seed = re.search(r"\bseed=(\d+)", job.wildcards)
+    if not rule or not seed or rule.group(1) not in config.get("train", {}):
         return None
-    overrides = yaml.safe_load(found.group(2)) or {}
-    cfg = build_config(found.group(1), overrides)
+    layout = Layout(config, check_inputs=False)
+    cfg = build_config(config["train"][rule.group(1)]["recipe"], train_job(layout, rule.group(1)).fields(int(seed.group(1))))
     shape, shape_from = model_shape(cfg, config)
     if cfg.vocab_size:
         shape["vocab_size"] = max(shape["vocab_size"], cfg.vocab_size)
