@@ -4,9 +4,6 @@
 # workflow_scripts/dag/train_jobs.py. Checkpoints live in a params folder (checkpoints/...), not an output: Snakemake
 # deletes a job's outputs before a rerun, and a rerun must resume from them.
 
-# Per workload: the folder the job keeps beside its files (the LoRA/SFT adapter, the pretrained model).
-TRAIN_KEPT_DIR = {"lora": "adapter", "pretrain": "checkpoint", "sft": "adapter"}
-
 
 for _workload, _job in TRAIN.items():
 
@@ -17,7 +14,7 @@ for _workload, _job in TRAIN.items():
             **_job.inputs,
         output:
             [f"{paths.TRAIN_DIR}/{_workload}/seed{{seed}}/{name}" for name in paths.TRAIN_FILES],
-            kept=directory(f"{paths.TRAIN_DIR}/{_workload}/seed{{seed}}/{TRAIN_KEPT_DIR[_workload]}"),
+            kept=directory(f"{paths.TRAIN_DIR}/{_workload}/seed{{seed}}/{paths.TRAIN_KEPT_DIR[_workload]}"),
         params:
             recipe=_job.section["recipe"],
             overrides=lambda w, job=_job: job.overrides(int(w.seed)),

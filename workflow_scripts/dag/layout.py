@@ -47,6 +47,8 @@ DEMO_BASE_CORPUS = f"{DEMO_BASE_DIR}/train_corpus.npy"
 TRAIN_DIR = "results/train"
 TRAIN_FILES = ("metrics.json", "mlperf_log.txt", "steps.csv", "eval.csv", "resolved_config.json")
 TRAIN_WORKLOADS = ("lora", "pretrain", "sft")
+# The folder a training run keeps beside its files: the LoRA/SFT adapter, the pretrained model.
+TRAIN_KEPT_DIR = {"lora": "adapter", "pretrain": "checkpoint", "sft": "adapter"}
 
 INFERENCE_DIR = "results/inference"
 SCORES_DIR = "results/scores"
