@@ -12,7 +12,7 @@ from workflow_scripts.convert.conversion import hf_to_mcore
 from workflow_scripts.demo.demo_llama import write_llama
 from workflow_scripts.model.llama_model import LlamaConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEQ = 64
 TINY = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=160, num_layers=2, num_attention_heads=8,
                    num_query_groups=2, head_dim=8, max_position_embeddings=128)
