@@ -37,7 +37,6 @@ include: "rules/inference.smk"
 include: "rules/scores_common.smk"
 include: "rules/scores.smk"
 include: "rules/compliance.smk"
-include: "rules/testing.smk"
 include: "rules/report_common.smk"
 include: "rules/report.smk"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seams import seam_env
 from workflow_scripts.convert.conversion import hf_to_mcore
 from workflow_scripts.demo.demo_llama import write_llama
 from workflow_scripts.model.llama_model import LlamaConfig
@@ -48,7 +49,8 @@ def train_cli(out: Path, ckpt: Path, *sets: str, env: dict | None = None, nproc:
                f"--master-port={free_port()}", *args]
     else:
         cmd = [sys.executable, *args]
-    run_env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env or {}))
+    # `env`: test seam variables (PIPELINE_TEST_*); the seams folder is on PYTHONPATH, doing nothing without them
+    run_env = seam_env(dict(os.environ, OMP_NUM_THREADS="1"), REPO, **(env or {}))
     proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-6000:]}")

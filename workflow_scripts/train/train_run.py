@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -211,20 +209,14 @@ class Trainer(ResumeMixin, OutputsMixin):
         self._start_step, self._tokens_seen = step, 0  # in this process, for the progress line's rates and ETA
         status = progress.get("status")
         diverged: dict[str, Any] | None = None
-        fail_at = int(os.environ.get("PIPELINE_TEST_KILL_AT_STEP", "0"))
-        step_sleep = float(os.environ.get("PIPELINE_TEST_STEP_SLEEP_S", "0"))
         while status is None and step < cfg.max_steps:
             step += 1
             status, diverged = self._step(step, progress, mllog)
             if diverged:  # stop now; the log's run_stop says aborted and the job fails
                 break
             progress.update(step=step, run_time_s=time.monotonic() - run_start, status=status)
-            if step_sleep and self.resumed_from is None:
-                time.sleep(step_sleep)
             if self.after_step(step, status, progress):
                 return EXIT_PREEMPTED
-            if fail_at and step == fail_at and self.resumed_from is None:
-                os.kill(os.getpid(), signal.SIGKILL)  # test-only: a crash without any chance to clean up
         status = status or ("success" if cfg.workload == "sft" else "aborted")  # SFT measures speed, has no target
         if mllog:
             mllog.run_stop(step * cfg.global_batch_size, status == "success")
