@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Test seams (the kill switch below): Python starts them from this folder's sitecustomize.py (which then runs the next
+# one on the path, e.g. /root/site's), so a run that sets a PIPELINE_TEST_ variable gets it first on PYTHONPATH.
+SEAMS = ROOT / "tests" / "helpers" / "seams"
 PORT = [29610]
 CPU_SETS: dict[str, str] = {}  # --cpu: settings swapped for the CPU dry run
 
@@ -29,7 +32,8 @@ def launch(nproc: int, module: str, args: list[str], log: Path, env: dict | None
     PORT[0] += 1
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={PORT[0]}",
            "-m", module, *args]
-    run_env = dict(os.environ, PYTHONPATH=f"{os.environ.get('PYTHONPATH', '')}:{ROOT}", NVIDIA_TF32_OVERRIDE="0",
+    seams = f"{SEAMS}:" if any(name.startswith("PIPELINE_TEST_") for name in env or {}) else ""
+    run_env = dict(os.environ, PYTHONPATH=f"{seams}{os.environ.get('PYTHONPATH', '')}:{ROOT}", NVIDIA_TF32_OVERRIDE="0",
                    **(env or {}))
     with open(log, "a") as handle:
         handle.write(" ".join(cmd) + "\n")

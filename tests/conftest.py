@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Test helpers (fixtures' modules, multi-process drivers, workers, test seams) live in tests/helpers; test modules
+# import them as top-level modules (`from slurm_cluster import ...`).
+HELPERS = REPO / "tests" / "helpers"
+sys.path.insert(0, str(HELPERS))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # Content of placeholder inputs in planning tests: neither gzip nor JSON, so a plan that read or parsed one would fail.
 NOT_DATA = b"placeholder: planning must never read this file\n"

@@ -14,7 +14,8 @@ from convert_models import SHAPES, make_models
 from workflow_scripts.convert.conversion import mcore_to_hf
 from workflow_scripts.convert.hf_checkpoint import load_all
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
+HELPERS = REPO / "tests" / "helpers"
 
 
 @pytest.mark.slow  # several processes (gloo)
@@ -22,10 +23,10 @@ def test_tp2_parity_pp2_load_and_megatron_resave(tmp_path):
     models = make_models(tmp_path / "models", tp=2)
     report, resave = tmp_path / "report.json", tmp_path / "resaved"
     args = [f"{name}={hf}:{mcore}" for name, (hf, mcore) in models.items()]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(HELPERS)]), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(HERE / "convert_tp2_driver.py"), str(report), str(resave), *args],
+         str(HELPERS / "convert_tp2_driver.py"), str(report), str(resave), *args],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-6000:]
     result = json.loads(report.read_text())

@@ -76,7 +76,7 @@ def test_dp2_and_tp2_match_one_process(mcore_dir, reference, demo_tokenizer_path
     for folder in (single, dp2, tp2):
         folder.mkdir()
     assert G.main([*common, *_outputs(single)]) == 0
-    torchrun(2, REPO / "tests/generate_tp_driver.py", logits, dp2, tp2, *common, timeout=300)
+    torchrun(2, REPO / "tests/helpers/generate_tp_driver.py", logits, dp2, tp2, *common, timeout=300)
 
     # DP 2: batches are dealt whole, so each sample meets the same batch-mates: the very same log, from rank 0 alone.
     assert (dp2 / "acc.json").read_bytes() == (single / "acc.json").read_bytes()

@@ -12,7 +12,7 @@ from workflow_scripts.convert.conversion import hf_to_mcore, mcore_to_hf
 from workflow_scripts.demo.demo_llama import write_llama
 from workflow_scripts.convert.verify_conversion import hf_logits
 
-WORKER = Path(__file__).parent / "workers" / "lora_tp.py"
+WORKER = Path(__file__).parent / "helpers" / "workers" / "lora_tp.py"
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """profiles/slurm: its settings, planning with it where there is no Slurm, and runs through a real Slurm.
 
-The Slurm runs use the C4 and OpenOrca parts of the demo at a small size (plus the test-only GPU probe rule) and a
-site profile layered after profiles/slurm that only renames the partitions (and polls faster), as a site would.
+The Slurm runs use the C4 and OpenOrca parts of the demo at a small size, plus the test-only GPU probe rule (added to
+the test's copies of the workflow from tests/helpers/seams/gpu_probe.smk), and a site profile layered after
+profiles/slurm that only renames the partitions (and polls faster), as a site would.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import yaml
 
 from conftest import NOT_DATA, SNAKEMAKE, copy_workflow, run_snakemake
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
-from workflow_scripts.core.cli import FAIL_MODULE_ENV
+from seams import FAIL_MODULE_ENV, SEAMS_DIR, seam_env
 
 PROFILE = "profiles/slurm"
 TARGETS = ["c4_data", "results/openorca/stats.json", "results/testing/gpu_probe.json"]
@@ -25,7 +26,6 @@ SMALL = {
     "demo": {"c4_docs_per_train_shard": 40, "c4_docs_per_validation_shard": 40, "tokenizer_vocab_size": 1000,
              "openorca_rows_per_origin": 30},
     "openorca": {"total_samples": 40, "calibration_size": 8},
-    "testing": {"gpu_probe": True},
 }
 FAILING_RULE = "openorca_filter"  # mid-DAG: after demo_tokenizer and demo_openorca_parquet, before openorca_sample
 GPU_RULE = "slurm_gpu_probe"
@@ -38,9 +38,19 @@ def _profile(repo: Path) -> dict:
     return yaml.safe_load((repo / PROFILE / "config.yaml").read_text())
 
 
-def _snakemake(workdir: Path, *args: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(env, PYTHONPATH=str(workdir))
+def _snakemake(workdir: Path, *args: str, env: dict[str, str], timeout: int = 900,
+               seams: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`seams`: test seam variables, set with the seams folder on PYTHONPATH."""
+    env = seam_env(env, workdir, **seams) if seams else dict(env, PYTHONPATH=str(workdir))
     return subprocess.run([SNAKEMAKE, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _with_gpu_probe(workdir: Path) -> Path:
+    """The copy `workdir` with the test-only rule GPU_RULE (results/testing/gpu_probe.json) added."""
+    probe_rules = (SEAMS_DIR / "gpu_probe.smk").relative_to(SEAMS_DIR.parents[2]).as_posix()
+    with open(workdir / "Snakefile", "a") as snakefile:
+        snakefile.write(f'\ninclude: "{probe_rules}"\n')
+    return workdir
 
 
 def _write_small_config(workdir: Path) -> str:
@@ -211,7 +221,7 @@ class SlurmRuns:
 def local_run_started(tmp_path_factory):
     """The same targets and config run locally (profiles/default), started in the background: it overlaps the Slurm
     runs, which mostly wait for job starts and status polls."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("local_run"))
+    workdir = _with_gpu_probe(copy_workflow(tmp_path_factory.mktemp("local_run")))
     args = [SNAKEMAKE, *TARGETS, "--cores", "2", "--configfile", _write_small_config(workdir)]
     with open(workdir / "local_run.log", "w") as log:
         proc = subprocess.Popen(args, cwd=workdir, env=dict(os.environ, PYTHONPATH=str(workdir)), stdout=log,
@@ -232,7 +242,7 @@ def local_run(local_run_started):
 @pytest.fixture(scope="module")
 def slurm_runs(local_run_started, slurm_cluster, repo, tmp_path_factory):  # noqa: F811
     """The targets through Slurm with FAILING_RULE failing, then `--rerun-incomplete` without the fault."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("slurm_run"))
+    workdir = _with_gpu_probe(copy_workflow(tmp_path_factory.mktemp("slurm_run")))
     config = _write_small_config(workdir)
     site = _site_profile(repo, slurm_cluster, workdir / "site_profile")
     # --keep-going repeats the profile's setting, which profiles/default overrides (see the test above).
@@ -240,7 +250,7 @@ def slurm_runs(local_run_started, slurm_cluster, repo, tmp_path_factory):  # noq
     plan = _snakemake(workdir, "-n", *common, env=slurm_cluster.env)
     planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, flags=re.M)
                if rule not in ("total", "count")}
-    failed = _snakemake(workdir, *common, env=dict(slurm_cluster.env, **{FAIL_MODULE_ENV: FAILING_RULE}))
+    failed = _snakemake(workdir, *common, env=slurm_cluster.env, seams={FAIL_MODULE_ENV: FAILING_RULE})
     rerun = _snakemake(workdir, *common, "--rerun-incomplete", env=slurm_cluster.env)
     return SlurmRuns(workdir, slurm_cluster, failed, rerun, planned)
 

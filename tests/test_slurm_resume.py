@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from conftest import SNAKEMAKE, copy_workflow, run_snakemake
+from seams import STEP_SLEEP_ENV, seam_env
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (slurm_cluster is a fixture)
 from test_slurm_profile import PROFILE, _site_profile, _snakemake, _submissions
 from workflow_scripts.train.train_checkpoint import newest_complete
@@ -50,7 +51,7 @@ CONFIG = {
 }
 # Walltime: slurmctld looks at time limits every 30 s and sends --signal once less than <offset> + 30 s are left
 # (measured on Slurm 22.05), so with 3 minutes and USR1@60 the signal comes 90-120 s after the job starts, a minute
-# before the time limit. The first attempt sleeps SLOW_STEP_S after each step (test-only switch of the trainer, off
+# before the time limit. The first attempt sleeps SLOW_STEP_S after each step (the step-sleep test seam, off
 # once resumed), so it cannot finish before its signal.
 WALLTIME_MIN = 3
 SIGNAL = "--signal=USR1@60"
@@ -160,7 +161,7 @@ def _kill_mid_run(prepared: Path, site: Path, cluster: SlurmCluster, dest: Path)
     failed: megatron's checkpoint-writer helper died of the same SIGTERM; the rerun then resumed from step 5)."""
     workdir = _clone(prepared, dest)
     args = [*_slurm_args(site), "--retries", "0"]
-    env = dict(cluster.env, PYTHONPATH=str(workdir), PIPELINE_TEST_STEP_SLEEP_S=str(KILL_SLOW_STEP_S))
+    env = seam_env(cluster.env, workdir, **{STEP_SLEEP_ENV: str(KILL_SLOW_STEP_S)})
     with open(workdir / "killed.err", "w") as err:
         proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         try:
@@ -195,7 +196,7 @@ def resume_runs(prepared, slurm_cluster, repo, tmp_path_factory):  # noqa: F811
     walltime_proc = subprocess.Popen(
         [SNAKEMAKE, *_slurm_args(walltime_site)], cwd=walltime_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
-        env=dict(slurm_cluster.env, PYTHONPATH=str(walltime_dir), PIPELINE_TEST_STEP_SLEEP_S=str(SLOW_STEP_S)))
+        env=seam_env(slurm_cluster.env, walltime_dir, **{STEP_SLEEP_ENV: str(SLOW_STEP_S)}))
     try:
         kill = _kill_mid_run(prepared, kill_site, slurm_cluster, base / "kill")
         out, err = walltime_proc.communicate(timeout=900)

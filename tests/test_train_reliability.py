@@ -134,7 +134,7 @@ def test_a_failing_checkpoint_writer_process_fails_the_run_and_marks_nothing_com
     forever) fails it as well; no checkpoint is marked complete, no result written."""
     base, train, _ = setup
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
-    cmd = [sys.executable, str(REPO / "tests" / "workers" / "train_failing_writer.py"), fault, "--recipe",
+    cmd = [sys.executable, str(REPO / "tests" / "helpers" / "workers" / "train_failing_writer.py"), fault, "--recipe",
            "demo_base_cpu", "--out", str(out), "--ckpt-dir", str(ckpt), "--set", f"train_data=[{train}]",
            f"validation_data={base / 'validation.npy'}", f"seq_length={SEQ}", "max_steps=4", "checkpoint_every_steps=2",
            "eval_samples=4"]

@@ -21,7 +21,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -162,6 +162,31 @@ def tokenize_file(
 
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp_prefix = temp_sibling(output_prefix)
+    stats = _write_documents(input_path, tmp_prefix, dtype, encode, (prefix_ids, suffix_ids), sources, batch_docs)
+    verified, files = _install(tmp_prefix, output_prefix, stats)
+    result = {
+        "input": str(input_path),
+        "documents": stats.documents,
+        "skipped_empty": stats.skipped_empty,
+        "tokens": stats.tokens,
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": vocab_size,
+        "tokenizer": str(tokenizer_path),
+        "tokenizer_sha256": tokenizer_sha256(tokenizer_path),
+        "append_eod": append_eod,
+        "add_bos": add_bos,
+        "verified_by": verified,
+        FILES_KEY: files,
+    }
+    write_json(f"{output_prefix}.stats.json", result)
+    return result
+
+
+def _write_documents(input_path: Path, tmp_prefix: Path, dtype: type, encode: Callable[..., list],
+                     affixes: tuple[list[int], list[int]], sources: list[dict] | None, batch_docs: int) -> TokenizeStats:
+    """Each non-empty document's ids, between the BOS and EOD ids of `affixes`, into `<tmp_prefix>.bin/.idx`
+    (finalized; removed on any error)."""
+    prefix_ids, suffix_ids = affixes
     writer = IndexedDatasetWriter(tmp_prefix, dtype)
     stats = TokenizeStats()
     total = os.path.getsize(input_path)
@@ -184,6 +209,11 @@ def tokenize_file(
         raise
     stats.documents, stats.tokens = writer.sequences, writer.tokens
     progress.update(total, force=True, docs=stats.documents, tokens=stats.tokens)
+    return stats
+
+
+def _install(tmp_prefix: Path, output_prefix: Path, stats: TokenizeStats) -> tuple[str, dict]:
+    """Read the written files back, then rename them into place: (how they were verified, their identities)."""
     try:
         verified = verify_written(tmp_prefix, stats.documents, stats.tokens)
         files = identities(tmp_prefix)
@@ -195,22 +225,7 @@ def tokenize_file(
     finally:
         for ext in (".bin", ".idx"):
             Path(f"{tmp_prefix}{ext}").unlink(missing_ok=True)
-    result = {
-        "input": str(input_path),
-        "documents": stats.documents,
-        "skipped_empty": stats.skipped_empty,
-        "tokens": stats.tokens,
-        "dtype": np.dtype(dtype).name,
-        "vocab_size": vocab_size,
-        "tokenizer": str(tokenizer_path),
-        "tokenizer_sha256": tokenizer_sha256(tokenizer_path),
-        "append_eod": append_eod,
-        "add_bos": add_bos,
-        "verified_by": verified,
-        FILES_KEY: files,
-    }
-    write_json(f"{output_prefix}.stats.json", result)
-    return result
+    return verified, files
 
 
 def verify_written(prefix: Path, documents: int, tokens: int) -> str:

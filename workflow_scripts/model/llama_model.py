@@ -1,14 +1,13 @@
 """Llama model config (read from a Hugging Face config.json) and the megatron-core GPTModel built from it.
 
 Shared by checkpoint conversion, its parity check and training: one typed config, one builder, one way to set up
-torch.distributed + megatron parallel state (gloo on CPU, NCCL on GPU).
+torch.distributed + megatron parallel state (gloo on CPU, NCCL on GPU; parallel_setup.py, re-exported here).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import torch
 
 from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.core.lfs_pointer import refuse_lfs_pointer
+# re-exported: conversion, generation and training import them from here
+from workflow_scripts.model.parallel_setup import init_parallel, shutdown_parallel  # noqa: F401
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -367,35 +368,3 @@ def build_gpt_model(cfg: LlamaConfig, spec: str = "local", params_dtype: torch.d
     if torch.cuda.is_available():
         model.cuda()  # the local spec creates its norms on the CPU
     return model
-
-
-def init_parallel(tp: int = 1, pp: int = 1, seed: int = 1234) -> None:
-    """torch.distributed (gloo on CPU, NCCL on GPU; env:// under torchrun, else a 1-process group) + megatron state."""
-    from megatron.core import parallel_state, tensor_parallel
-
-    from workflow_scripts.model import megatron_cpu_compat
-
-    megatron_cpu_compat.apply()
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if "RANK" in os.environ:
-            if torch.cuda.is_available():
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            torch.distributed.init_process_group(backend)
-        else:
-            store = torch.distributed.HashStore()
-            torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
-    world = torch.distributed.get_world_size()
-    if world % (tp * pp):
-        raise PipelineInputError(f"world size {world} is not a multiple of tp*pp = {tp * pp}")
-    parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
-    tensor_parallel.model_parallel_cuda_manual_seed(seed)
-
-
-def shutdown_parallel() -> None:
-    from megatron.core import parallel_state
-
-    parallel_state.destroy_model_parallel()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

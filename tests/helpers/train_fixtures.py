@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seams import seam_env
 from workflow_scripts.convert.conversion import hf_to_mcore
 from workflow_scripts.demo.demo_llama import write_llama
 from workflow_scripts.model.llama_model import LlamaConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEQ = 64
 TINY = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=160, num_layers=2, num_attention_heads=8,
                    num_query_groups=2, head_dim=8, max_position_embeddings=128)
@@ -48,7 +49,8 @@ def train_cli(out: Path, ckpt: Path, *sets: str, env: dict | None = None, nproc:
                f"--master-port={free_port()}", *args]
     else:
         cmd = [sys.executable, *args]
-    run_env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", **(env or {}))
+    # `env`: test seam variables (PIPELINE_TEST_*); the seams folder is on PYTHONPATH, doing nothing without them
+    run_env = seam_env(dict(os.environ, OMP_NUM_THREADS="1"), REPO, **(env or {}))
     proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
