@@ -274,13 +274,14 @@ def test_every_non_local_job_was_an_sbatch_job_with_its_slurm_log(slurm_runs):
 
 
 @pytest.mark.slow
-def test_gpu_rule_job_gets_a_gpu_and_sees_cuda_visible_devices(slurm_runs):
+def test_gpu_rule_job_gets_a_gpu_and_sees_cuda_visible_devices(slurm_runs, repo):
     probe = yaml.safe_load((slurm_runs.workdir / "results/testing/gpu_probe.json").read_text())
     [(_, job_id, _)] = [s for s in _submissions(slurm_runs.failed.stderr) if s[0] == GPU_RULE]
     assert probe == {"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_ID": job_id,
                      "SLURM_JOB_PARTITION": slurm_runs.cluster.gpu_partition}
     assert slurm_runs.cluster.job_field(job_id, "JOB_GRES") == f"gpu:{slurm_runs.cluster.gpu_type}:1"
-    assert slurm_runs.cluster.job_field(job_id, "CpusPerTres") == "gres:gpu:16"
+    cpus_per_gpu = _profile(repo)["set-resources"]["verify_conversion"]["cpus_per_gpu"]
+    assert slurm_runs.cluster.job_field(job_id, "CpusPerTres") == f"gres:gpu:{cpus_per_gpu}"
     cpu_job = next(job for rule, job, _ in _submissions(slurm_runs.failed.stderr) if rule == "c4_tokenize")
     assert slurm_runs.cluster.job_field(cpu_job, "JOB_GRES") == "(null)"
 

@@ -5,6 +5,9 @@ rule slurm_gpu_probe:
         "results/testing/gpu_probe.json",
     log:
         "logs/testing/gpu_probe.log",
+    # What the parity check of a GPU-sized model asks for (workflow_scripts/dag/train_jobs.py verify_resources).
+    resources:
+        gpu=1,
     conda:
         "../../../envs/data.yaml"
     shell:
