@@ -76,3 +76,10 @@ def test_a_conversion_layout_other_than_the_training_recipes_is_refused_by_key(r
     layout = _layout(repo, convert__tp=2)
     with pytest.raises(PipelineInputError, match=r"convert\.tp = 2 but train\.lora .* trains at tp 1"):
         conversion(layout, train_jobs(layout))
+
+
+def test_packed_rows_of_another_length_than_the_recipes_sequence_are_refused_by_key(repo):
+    with pytest.raises(PipelineInputError, match=r"govreport\.seq_length = 1024 but train\.lora .* sequences of 512"):
+        train_jobs(_layout(repo, govreport__seq_length=1024))
+    with pytest.raises(PipelineInputError, match=r"ultrachat\.seq_length = 100 but train\.sft"):
+        train_jobs(_layout(repo, ultrachat__seq_length=100))

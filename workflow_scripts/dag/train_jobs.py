@@ -142,8 +142,24 @@ def train_job(layout: Layout, workload: str) -> TrainJob:
     return job
 
 
+# The data section whose packed rows a workload trains on, and that section's row length key.
+PACKED_DATA = {"lora": "govreport", "sft": "ultrachat"}
+
+
+def check_data_length(layout: Layout, job: TrainJob) -> None:
+    """Packed rows must be as long as the recipe's sequence (the trainer refuses other rows, but only at its start)."""
+    section = PACKED_DATA.get(job.workload)
+    if section and layout.config[section]["seq_length"] != job.cfg.seq_length:
+        raise PipelineInputError(
+            f"{section}.seq_length = {layout.config[section]['seq_length']} but train.{job.workload} (recipe "
+            f"{job.cfg.recipe!r}) trains on sequences of {job.cfg.seq_length}; make them equal")
+
+
 def train_jobs(layout: Layout) -> dict[str, TrainJob]:
-    return {w: train_job(layout, w) for w in layout.train_workloads()}
+    jobs = {w: train_job(layout, w) for w in layout.train_workloads()}
+    for job in jobs.values():
+        check_data_length(layout, job)
+    return jobs
 
 
 def index_cache_overrides(job: TrainJob) -> str:
