@@ -47,13 +47,13 @@ def corpus(docs: int, seed: int = 2024) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workflow_scripts.demo.demo_c4_corpus import DocumentGenerator
+    from workflow_scripts.demo.demo_c4_corpus import Language
 
     path = OUT / f"govreport_{docs}docs_seed{seed}.parquet"
     if path.exists():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
-    vocab = DocumentGenerator(seed)
+    vocab = Language(seed)
     words, cdf = vocab.words, vocab.cdf
     rng = np.random.default_rng(seed)
     writer = pq.ParquetWriter(f"{path}.tmp", pa.schema([("input", pa.string()), ("output", pa.string())]))

@@ -80,11 +80,7 @@ def test_pretrain_log_with_reference_hyperparameters_passes_405b_rules(tmp_path)
     from workflow_scripts.train.train_config import llama31_405b_pretrain_2304xh100_bf16
 
     cfg = llama31_405b_pretrain_2304xh100_bf16(global_batch_size=2304)
-    hp = PretrainHyperparameters(
-        global_batch_size=cfg.global_batch_size, max_sequence_length=cfg.seq_length, learning_rate=cfg.lr,
-        end_learning_rate=cfg.min_lr, warmup_steps=cfg.warmup_steps, decay_steps=cfg.max_steps - cfg.warmup_steps,
-        beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay,
-        gradient_clip_norm=cfg.clip_grad, gradient_accumulation_steps=144, eval_samples=cfg.eval_samples, seed=1)
+    hp = PretrainHyperparameters.from_config(cfg, gradient_accumulation_steps=144, eval_samples=cfg.eval_samples)
     log = PretrainRunLog(tmp_path / "r.txt")
     log.init(Submission(), hp)
     log.run_start()
@@ -96,4 +92,28 @@ def test_pretrain_log_with_reference_hyperparameters_passes_405b_rules(tmp_path)
     log.close()
     for ruleset in ("5.0.0", "5.1.0"):
         verdict = check_log(tmp_path / "r.txt", "llama31_405b", ruleset)
+        assert verdict.passed, verdict.checker_output
+
+
+@pytest.mark.parametrize("recipe", ["llama31_8b_pretrain_8xh100_bf16", "llama31_8b_pretrain_8xh100_fp8"])
+def test_pretrain_log_of_the_8b_recipes_passes_8b_rules(tmp_path, recipe):
+    """The recipes' logged values (the trainer's mapping, PretrainHyperparameters.from_config) pass closed_llama31_8b
+    of rulesets 5.1.0 and 6.0.0: sequence 8192, 1,024 evaluation sequences, max_steps 1,200,000, decay, AdamW."""
+    from workflow_scripts.scoring.mlperf_log import PretrainHyperparameters, PretrainRunLog
+    from workflow_scripts.train.train_config import build_config
+
+    cfg = build_config(recipe, {})
+    hp = PretrainHyperparameters.from_config(cfg, gradient_accumulation_steps=4, eval_samples=cfg.eval_samples)
+    log = PretrainRunLog(tmp_path / "r.txt")
+    log.benchmark = cfg.benchmark_name
+    log.init(Submission(), hp)
+    log.run_start()
+    log.block_start(0)
+    log.evaluation(3.5, 12288)
+    log.block_start(12288)
+    log.evaluation(3.29, 24576)
+    log.run_stop(24576, True)
+    log.close()
+    for ruleset in ("5.1.0", "6.0.0"):
+        verdict = check_log(tmp_path / "r.txt", "llama31_8b", ruleset)
         assert verdict.passed, verdict.checker_output

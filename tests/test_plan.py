@@ -31,7 +31,8 @@ def _rows(rows, rule):
 def test_real_scale_configs_validate_and_plan_defaults(repo):
     base = yaml.safe_load((repo / "config.yaml").read_text())
     assert base["plan"] == {"mfu": MFU, "peak_tflops": PEAK, "tokens": "rcp"}
-    for name in ("llama2_70b_lora_8xh100.yaml", "llama31_405b_pretrain.yaml", "llama31_405b_c4.yaml"):
+    for name in ("llama2_70b_lora_8xh100.yaml", "llama31_405b_pretrain.yaml", "llama31_405b_c4.yaml",
+                 "llama31_8b_pretrain.yaml"):
         config = plan.load_config(repo, [f"configs/{name}"])
         validate_config(config, repo / "schemas/config.schema.yaml")
 
@@ -148,3 +149,32 @@ def test_max_steps_basis_and_cli(workflow_copy, tmp_path, capsys):
     bad = _write(tmp_path / "bad.yaml", {"plan": {"mfu": 2}})
     assert plan.main(["--workdir", str(workflow_copy), "--dry-run-output", str(saved), "--configfile", bad]) == 2
     assert "plan.mfu" in capsys.readouterr().err
+
+
+def test_8b_pretrain_plan_matches_hand_computation(workflow_copy, tmp_path):
+    """configs/llama31_8b_pretrain.yaml: one node of 8 GPUs per run, 10 runs, and each run's GPU-hours from the 8B
+    shape and the llama31_8b RCP mean at GBS 32 (179,404.8 samples of 8,192 tokens)."""
+    raw = tmp_path / "c4"
+    raw.mkdir()
+    for i in range(1024):
+        (raw / f"c4-train.{i:05d}-of-01024.json.gz").write_bytes(NOT_DATA)  # not gzip: any read of it fails
+    for i in range(8):
+        (raw / f"c4-validation.{i:05d}-of-00008.json.gz").write_bytes(NOT_DATA)
+    (tmp_path / "tokenizer.json").write_bytes(NOT_DATA)
+    override = _write(tmp_path / "site.yaml", {"c4": {"raw_dir": str(raw), "tokenizer": str(tmp_path / "tokenizer.json")}})
+    table, rows, totals = plan.make_plan(workflow_copy, ["configs/llama31_8b_pretrain.yaml", override], "profiles/slurm",
+                                         targets=[f"results/train/pretrain/seed{s}/metrics.json" for s in range(1, 11)])
+    train = _rows(rows, "train_pretrain")
+    assert len(train) == 10
+    assert {(r["partition"], r["nodes"], r["gpus_per_node"]) for r in train} == {("h100", 1, 8)}
+    # 32 layers of q, o (4096^2), k, v (4096 x 8 groups x 128), gate/up/down (4096 x 14336), two norms; untied
+    # 128,256-row embedding and output; final norm.
+    params = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096) + 2 * 128256 * 4096 + 4096
+    assert params == 8_030_261_248
+    hand = 6 * params * (179_404.8 * 8192) / (MFU * PEAK * 1e12) / 3600
+    for r in train:
+        est = r["estimate"]
+        assert (est.recipe, est.params, est.shape_from, est.samples_from) == (
+            "llama31_8b_pretrain_8xh100_bf16", params, "recipe", "RCP mean")
+        assert est.gpu_hours == pytest.approx(hand, rel=1e-9)
+    assert totals["train_gpu_hours"] == pytest.approx(10 * hand, rel=1e-9)

@@ -1,6 +1,11 @@
 """A deterministic synthetic C4 corpus for the demo and the tests: real file names and fields (`text`, `timestamp`,
 `url`), English-like text with a Zipf word-frequency law, some long documents, some empty, some non-ASCII.
 
+All shards share one language (vocabulary and phrase templates, from the corpus seed). Most sentences follow the
+language's templates, the rest are Zipf word salad: text with structure a small model can learn, so that the demo's
+pretraining reaches the MLPerf llama31_8b target (log perplexity 3.3) in minutes on a CPU; i.i.d. Zipf words alone
+have a floor near 5 nats per token.
+
 CLI: python -m workflow_scripts.demo.demo_c4_corpus --out DIR --train-shards 16 --validation-shards 8
                                               --train-docs 120 --validation-docs 100 --seed 1234
 """
@@ -48,20 +53,47 @@ def _vocabulary(rng: np.random.Generator, size: int = 6000) -> list[str]:
     return words
 
 
-class DocumentGenerator:
-    """Documents drawn from one seeded generator; the same seed gives the same corpus byte for byte."""
+# Phrase templates of the language, the slot choices of each, and the share of sentences that follow a template.
+TEMPLATES, SLOT_CHOICES, TEMPLATE_SHARE = 64, 6, 0.9
+
+
+class Language:
+    """The corpus's words (Zipf-weighted) and phrase templates (word sequences with slots), from one seed."""
 
     def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.words = np.array(_vocabulary(self.rng))
+        rng = np.random.default_rng(seed)
+        self.words = np.array(_vocabulary(rng))
         ranks = np.arange(1, len(self.words) + 1)
         weights = 1.0 / ranks**1.1  # Zipf's law, close to English
         self.cdf = np.cumsum(weights / weights.sum())
+        self.templates = [self.draw(rng, int(rng.integers(5, 13))) for _ in range(TEMPLATES)]
+        # Per template: the slot positions, and for each slot its few alternative words.
+        self.slots = [{int(pos): self.draw(rng, SLOT_CHOICES) for pos in rng.choice(len(t), size=2, replace=False)}
+                      for t in self.templates]
+
+    def draw(self, rng: np.random.Generator, n_words: int) -> list[str]:
+        idx = np.minimum(np.searchsorted(self.cdf, rng.random(n_words)), len(self.words) - 1)
+        return self.words[idx].tolist()
+
+
+class DocumentGenerator:
+    """Documents of `language` drawn from one seeded generator; the same seeds give the same corpus byte for byte."""
+
+    def __init__(self, seed: int, language: Language | None = None):
+        self.rng = np.random.default_rng(seed)
+        self.language = language or Language(seed)
+
+    def _words(self, n_words: int) -> list[str]:
+        if self.rng.random() >= TEMPLATE_SHARE:
+            return self.language.draw(self.rng, n_words)
+        k = int(self.rng.integers(len(self.language.templates)))
+        words = list(self.language.templates[k])
+        for pos, choices in self.language.slots[k].items():
+            words[pos] = choices[int(self.rng.integers(len(choices)))]
+        return words
 
     def _sentence(self, n_words: int) -> str:
-        idx = np.searchsorted(self.cdf, self.rng.random(n_words))
-        idx = np.minimum(idx, len(self.words) - 1)
-        words = self.words[idx].tolist()
+        words = self._words(n_words)
         words[0] = words[0].capitalize()
         if self.rng.random() < 0.08:
             words.insert(int(self.rng.integers(0, len(words))), str(self.rng.choice(_NON_ASCII)))
@@ -112,12 +144,13 @@ def write_shard(path: Path, generator: DocumentGenerator, docs: int, first_index
 def generate_corpus(out: Path, train_shards: int, validation_shards: int, train_docs: int, validation_docs: int,
                     seed: int) -> list[Path]:
     """Write every shard; each shard has its own seed so shards are independent of the shard count."""
+    language = Language(seed)
     written = []
     for split, shards, docs, offset in (("train", train_shards, train_docs, 0),
                                         ("validation", validation_shards, validation_docs, 10**6)):
         for i in range(shards):
             path = out / raw_name(split, i, shards)
-            write_shard(path, DocumentGenerator(seed * 100_003 + offset + i), docs, (offset + i) * docs)
+            write_shard(path, DocumentGenerator(seed * 100_003 + offset + i, language), docs, (offset + i) * docs)
             written.append(path)
         log.info("wrote %d %s shards of %d documents to %s", shards, split, docs, out)
     return written

@@ -32,17 +32,10 @@ from workflow_scripts.core.cli import run_main
 from workflow_scripts.core.config_check import validate_config
 from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.dag.layout import Layout
+from workflow_scripts.plan.rcp import rcp_mean_samples
 from workflow_scripts.dag.train_jobs import train_job
 from workflow_scripts.model.lora_param_count import linear_shapes
 from workflow_scripts.train.train_config import TrainConfig, build_config
-
-# MLPerf reference convergence points (RCP mean samples to converge) by (benchmark, global batch size), mlperf-spec
-# §1.8 (training_5.0.0 rcps_llama2_70b_lora.json) and §2.7 (training_5.1.0 rcps_llama31_405b.json).
-RCP_MEAN_SAMPLES: dict[tuple[str, int], float] = {
-    ("llama2_70b_lora", 8): 3187.2, ("llama2_70b_lora", 16): 4051.2, ("llama2_70b_lora", 32): 6028.8,
-    ("llama2_70b_lora", 128): 11289.6,
-    ("llama31_405b", 1152): 313344.0, ("llama31_405b", 2304): 368640.0, ("llama31_405b", 4608): 488448.0,
-}
 
 # meta-llama/Llama-2-70b-hf: the LoRA/SFT recipes start from a checkpoint and carry no shape of their own.
 LLAMA2_70B_SHAPE = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_layers=80,
@@ -183,7 +176,7 @@ def model_shape(cfg: TrainConfig, config: dict[str, Any]) -> tuple[dict[str, Any
 
 
 def train_samples(cfg: TrainConfig, basis: str) -> tuple[float, str]:
-    rcp = RCP_MEAN_SAMPLES.get((cfg.benchmark_name, cfg.global_batch_size))
+    rcp = rcp_mean_samples(cfg.benchmark_name, cfg.global_batch_size)
     if basis == "rcp" and rcp is not None:
         return rcp, "RCP mean"
     return float(cfg.max_steps * cfg.global_batch_size), "max_steps"

@@ -176,11 +176,22 @@ class PretrainHyperparameters:
     gradient_accumulation_steps: int
     eval_samples: int
     seed: int
+    max_steps: int
     init_checkpoint_step: int = 0
+
+    @classmethod
+    def from_config(cls, cfg, gradient_accumulation_steps: int, eval_samples: int) -> "PretrainHyperparameters":
+        """The logged values of a pretraining TrainConfig (decay over max_steps - warmup, as the reference)."""
+        return cls(global_batch_size=cfg.global_batch_size, max_sequence_length=cfg.seq_length, learning_rate=cfg.lr,
+                   end_learning_rate=cfg.min_lr, warmup_steps=cfg.warmup_steps,
+                   decay_steps=cfg.max_steps - cfg.warmup_steps, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
+                   epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay, gradient_clip_norm=cfg.clip_grad,
+                   gradient_accumulation_steps=gradient_accumulation_steps, eval_samples=eval_samples, seed=cfg.seed,
+                   max_steps=cfg.max_steps)
 
 
 class PretrainRunLog(RunLog):
-    """llama31_405b (mlperf-spec §2.10): the reference's MLPerfCallback keys."""
+    """llama31_405b and llama31_8b (mlperf-spec §2.10): the reference's MLPerfCallback keys."""
 
     benchmark = "llama31_405b"
 
@@ -201,6 +212,7 @@ class PretrainRunLog(RunLog):
         self.event(C.OPT_LR_WARMUP_STEPS, hp.warmup_steps)
         self.event("opt_learning_rate_decay_steps", hp.decay_steps)
         self.event("opt_learning_rate_decay_schedule", "cosine with linear warmup")
+        self.event("max_steps", hp.max_steps)  # llama31_8b checks it (the schedule's length)
         self.event(C.SEED, hp.seed)
         self.event("init_checkpoint_step", hp.init_checkpoint_step)
 

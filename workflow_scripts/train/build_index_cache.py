@@ -33,7 +33,7 @@ def _body(argv: Sequence[str] | None) -> int:
     cfg = load_config(args)
     if cfg.workload != "pretrain" or not cfg.index_cache:
         raise PipelineInputError(f"recipe {cfg.recipe}: an index cache needs a pretraining config with index_cache")
-    vocab = LlamaConfig(**cfg.model_shape).vocab_size if cfg.model_shape else 0
+    vocab = LlamaConfig.from_json(dict(cfg.model_shape)).vocab_size if cfg.model_shape else 0
     init_parallel(1, 1, seed=cfg.seed)  # GPTDataset needs torch.distributed, like the trainer
     try:
         data = GPTBatches.for_config(cfg, vocab)

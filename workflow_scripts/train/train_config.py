@@ -66,7 +66,8 @@ class TrainConfig:
     clip_grad: float = 0.3
     optimizer_impl: str = "auto"        # auto: megatron on GPU, torch on CPU | megatron (DDP + its optimizer) | torch
     distributed_optimizer: bool = True  # megatron path with DP > 1: shard Adam state and master weights over DP
-    max_steps: int = 1024
+    max_steps: int = 1024               # the schedule's length (LR decay; MLPerf's logged max_steps)
+    step_budget: int = 0                # > 0: stop, aborted, after this many steps if the target is not reached
     # evaluation: every `eval_every_samples`, skipping the first `eval_skip` evaluations; stop at `target`
     eval_every_samples: int = 384
     eval_skip: int = -1                 # -1: the MLPerf formula of the workload
@@ -126,6 +127,12 @@ class TrainConfig:
             bad("model_shape", "is required for random initialisation")
         if self.train_weights and len(self.train_weights) != len(self.train_data):
             bad("train_weights", "must have one weight per train_data entry")
+
+    @property
+    def last_step(self) -> int:
+        """The step at which the run stops without reaching its target: max_steps, or an earlier step budget (a demo
+        on the real schedule, whose max_steps of 1,200,000 no CPU run reaches)."""
+        return min(self.max_steps, self.step_budget) if self.step_budget > 0 else self.max_steps
 
     @property
     def skipped_evals(self) -> int:
@@ -212,6 +219,39 @@ def llama31_405b_pretrain_2304xh100_bf16(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+# Llama 3.1 8B (mlperf-spec §2.5 Llama31Config8B): the Llama 3.1 tokenizer's 128,256 rows, RoPE theta 500,000 with
+# Llama 3 scaling (factor 8, low/high frequency factors 1/4, original context 8192).
+LLAMA31_8B_SHAPE = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32,
+                        num_attention_heads=32, num_query_groups=8, head_dim=128, rope_theta=500000.0,
+                        rope_scaling=dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                          original_max_position_embeddings=8192),
+                        max_position_embeddings=8192)
+# MLPerf llama31_8b (rulesets 5.1.0 and 6.0.0, closed_llama31_8b.yaml): the checked values.
+LLAMA31_8B_RULES = dict(seq_length=8192, max_steps=1_200_000, adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-5,
+                        weight_decay=0.1, clip_grad=1.0, lr_schedule="cosine_warmup", target=3.3,
+                        benchmark_name="llama31_8b")
+
+
+def llama31_8b_pretrain_8xh100_bf16(**overrides: Any) -> TrainConfig:
+    """MLPerf llama31_8b on one node of 8 H100s: random init, the rules' values (LLAMA31_8B_RULES: sequence 8192, AdamW
+    0.9/0.95/1e-5, weight decay 0.1, clip 1.0, cosine with linear warmup over max_steps 1,200,000, log perplexity
+    3.3) and the reference convergence point's hyperparameters at GBS 32 (rcps_llama31_8b.json llama31_8b_ref_32:
+    LR 8e-4, 4,096 warmup samples = 128 steps; end LR 0.1 x peak, NeMo's default, not checked). Evaluation on 1,024
+    sequences every 12,288 samples from the start (mlcommons/training small_llm_pretraining: EVAL_EVERY 12288,
+    START_EVAL_AT 0). TP 1 x DP 8 with the distributed optimizer; recompute chosen from memory."""
+    base = dict(workload="pretrain", recipe="llama31_8b_pretrain_8xh100_bf16", spec="te", precision="bf16",
+                tensor_parallel=1, recompute_activations="auto", global_batch_size=32, micro_batch_size=1, lr=8e-4,
+                min_lr=8e-5, warmup_steps=4096 // 32, eval_every_samples=12288, eval_skip=0, eval_samples=1024,
+                model_shape=LLAMA31_8B_SHAPE, **LLAMA31_8B_RULES)
+    return TrainConfig(**{**base, **overrides})
+
+
+def llama31_8b_pretrain_8xh100_fp8(**overrides: Any) -> TrainConfig:
+    """The bf16 recipe in fp8 (delayed scaling) with FP8 attention, as the fp8 LoRA recipe."""
+    return llama31_8b_pretrain_8xh100_bf16(**{"recipe": "llama31_8b_pretrain_8xh100_fp8", "precision": "fp8",
+                                              "fp8_attention": True, **overrides})
+
+
 def llama2_70b_sft_8xh100_bf16(**overrides: Any) -> TrainConfig:
     """DGXC hf-llama2 recipe (mlperf-spec §5): LoRA r 8, alpha 16 on all projections, 2048-token packs, 30 steps of
     8 per device x 4 accumulation on 8 GPUs = 256 samples per step (train_samples_per_second counts those)."""
@@ -236,14 +276,17 @@ def demo_lora_cpu(**overrides: Any) -> TrainConfig:
 
 
 def demo_pretrain_cpu(**overrides: Any) -> TrainConfig:
-    """Pretraining protocol on a tiny random Llama over the demo C4 shards (en_6, en_7 blend)."""
-    base = dict(workload="pretrain", recipe="demo_pretrain_cpu", spec="local", precision="fp32", seq_length=256,
-                global_batch_size=8, micro_batch_size=4, lr=1e-3, min_lr=1e-4, lr_schedule="cosine_warmup",
-                warmup_steps=10, max_steps=120, weight_decay=0.1, adam_beta2=0.95, adam_eps=1e-5, clip_grad=1.0,
-                eval_every_samples=320, eval_skip=0, eval_samples=64, target=5.6, benchmark_name="llama31_405b",
+    """llama31_8b scaled down to a CPU (the demo C4 shards, en_6 and en_7 blend): random init, a tiny Llama 3.1
+    (GQA, RoPE theta 500,000 with Llama 3 scaling), the rules' optimizer, schedule (max_steps 1,200,000) and target
+    (log perplexity 3.3); sequence 256, 64 evaluation sequences and a budget of 400 steps instead of the real
+    8,192, 1,024 and 1,200,000 (one evaluation at the real size alone takes ~5 minutes on two CPU cores)."""
+    base = dict(workload="pretrain", recipe="demo_pretrain_cpu", spec="local", precision="fp32",
+                global_batch_size=8, micro_batch_size=4, lr=2e-3, min_lr=2e-4, warmup_steps=10, step_budget=400,
+                eval_every_samples=320, eval_skip=0, eval_samples=64,
+                **{**LLAMA31_8B_RULES, "seq_length": 256},
                 model_shape=dict(vocab_size=2048, hidden_size=128, intermediate_size=352, num_layers=2,
                                  num_attention_heads=4, num_query_groups=2, head_dim=32, rope_theta=500000.0,
-                                 max_position_embeddings=256))
+                                 rope_scaling=dict(LLAMA31_8B_SHAPE["rope_scaling"]), max_position_embeddings=256))
     return TrainConfig(**{**base, **overrides})
 
 
@@ -271,7 +314,8 @@ def demo_sft_cpu(**overrides: Any) -> TrainConfig:
 
 RECIPES: dict[str, Callable[..., TrainConfig]] = {
     f.__name__: f for f in (llama2_70b_lora_8xh100_fp8, llama2_7b_lora_1xh100_bf16,
-                            llama31_405b_pretrain_2304xh100_bf16, llama2_70b_sft_8xh100_bf16,
+                            llama31_405b_pretrain_2304xh100_bf16, llama31_8b_pretrain_8xh100_bf16,
+                            llama31_8b_pretrain_8xh100_fp8, llama2_70b_sft_8xh100_bf16,
                             demo_lora_cpu, demo_pretrain_cpu, demo_sft_cpu, demo_base_cpu)
 }
 

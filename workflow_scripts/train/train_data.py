@@ -157,7 +157,7 @@ class GPTBatches:
         """The datasets a pretraining TrainConfig asks for. The trainer and the index-cache rule both build them here:
         the cache is keyed by the dataset description, so any difference would silently rebuild it at training."""
         return cls(cfg.train_data, cfg.train_weights, cfg.validation_data, cfg.seq_length, cfg.seed,
-                   cfg.max_steps * cfg.global_batch_size, cfg.eval_samples or cfg.global_batch_size,
+                   cfg.last_step * cfg.global_batch_size, cfg.eval_samples or cfg.global_batch_size,
                    cfg.index_cache, vocab_size)
 
     @staticmethod

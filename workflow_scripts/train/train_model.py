@@ -19,7 +19,7 @@ def model_config(cfg: TrainConfig):
     from workflow_scripts.convert.conversion import read_model_config
     from workflow_scripts.model.llama_model import LlamaConfig
 
-    model_cfg = read_model_config(cfg.checkpoint)[0] if cfg.checkpoint else LlamaConfig(**cfg.model_shape)
+    model_cfg = read_model_config(cfg.checkpoint)[0] if cfg.checkpoint else LlamaConfig.from_json(dict(cfg.model_shape))
     return model_cfg.with_padding(cfg.tensor_parallel)
 
 

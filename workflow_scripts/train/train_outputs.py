@@ -78,12 +78,7 @@ class OutputsMixin:
 
         cfg = self.cfg
         if cfg.workload == "pretrain":
-            return PretrainHyperparameters(
-                global_batch_size=cfg.global_batch_size, max_sequence_length=cfg.seq_length, learning_rate=cfg.lr,
-                end_learning_rate=cfg.min_lr, warmup_steps=cfg.warmup_steps, decay_steps=cfg.max_steps - cfg.warmup_steps,
-                beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay,
-                gradient_clip_norm=cfg.clip_grad, gradient_accumulation_steps=self.accum, eval_samples=self.valid_count,
-                seed=cfg.seed)
+            return PretrainHyperparameters.from_config(cfg, self.accum, self.valid_count)
         precision = {"fp32": "fp32", "bf16": "bfloat16", "fp8": "fp8"}[cfg.precision]
         return LoraHyperparameters(
             global_batch_size=cfg.global_batch_size, learning_rate=cfg.lr, training_steps=cfg.max_steps,

@@ -205,11 +205,11 @@ class Trainer(ResumeMixin, OutputsMixin):
         mllog = self._start_logs(progress)
         step = progress["step"]
         run_start = time.monotonic() - progress["run_time_s"]
-        self._meter = Progress(log, f"train {cfg.recipe}", cfg.max_steps - step, interval=5.0)
+        self._meter = Progress(log, f"train {cfg.recipe}", cfg.last_step - step, interval=5.0)
         self._start_step, self._tokens_seen = step, 0  # in this process, for the progress line's rates and ETA
         status = progress.get("status")
         diverged: dict[str, Any] | None = None
-        while status is None and step < cfg.max_steps:
+        while status is None and step < cfg.last_step:
             step += 1
             status, diverged = self._step(step, progress, mllog)
             if diverged:  # stop now; the log's run_stop says aborted and the job fails
@@ -270,7 +270,7 @@ class Trainer(ResumeMixin, OutputsMixin):
         """The checkpoint decision once step `step` is recorded: save where one is due or a signal came; True where
         the signal means this job stops now (checkpoint saved, exit EXIT_PREEMPTED)."""
         cfg = self.cfg
-        running = status is None and step < cfg.max_steps
+        running = status is None and step < cfg.last_step
         preempted = self.stop_signal is not None
         periodic = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
         if (periodic or preempted) and running:
