@@ -145,7 +145,8 @@ def main() -> None:
     # Peak RSS of the entry point exactly as the rule runs it (a fresh process).
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     cmd = None if args.quick else [sys.executable, "-m", "workflow_scripts.data.c4_tokenize", "--input", str(merged), "--output-prefix",
-           str(work / "rss_text_document"), "--tokenizer", str(tok_path), "--threads", str(args.threads)]
+           str(work / "rss_text_document"), "--tokenizer", str(tok_path), "--threads", str(args.threads),
+           "--bos-token", "<s>", "--eod-token", "</s>"]
     if cmd:
         subprocess.run(cmd, check=True, cwd=ROOT, stderr=subprocess.DEVNULL)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

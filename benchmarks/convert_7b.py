@@ -109,7 +109,8 @@ def main() -> None:
                 shutil.rmtree(mcore)
             rows.append(measure(f"convert hf-to-mcore (tp {args.tp}, te, {threads} threads)", [
                 py, "-m", "workflow_scripts.convert", "hf-to-mcore", "--hf", str(hf), "--out", str(mcore),
-                "--tp", str(args.tp), "--pp", "1", "--spec", "te", "--threads", str(threads)]))
+                "--tp", str(args.tp), "--pp", "1", "--spec", "te", "--make-vocab-size-divisible-by", "128",
+                "--threads", str(threads)]))
         rows.append(measure("cp -r megatron folder + fsync", copy_and_sync(mcore, work / "mcore_copy")))
         shutil.rmtree(work / "mcore_copy")
         rows.append(measure("convert mcore-to-hf", [

@@ -68,7 +68,8 @@ def main() -> None:
 
     samples, tokenizer = inputs(a.samples)
     common = ["--mcore", str(model_dir()), "--samples", str(samples), "--tokenizer", str(tokenizer),
-              "--max-new-tokens", str(a.max_new_tokens), "--batch-size", str(a.batch_size), "--threads", "1"]
+              "--eos-token", "</s>", "--max-new-tokens", str(a.max_new_tokens), "--min-new-tokens", "1",
+              "--batch-size", str(a.batch_size), "--limit", "0", "--threads", "1"]
     layouts = {"1 process, python -m (peer)": (0, 1), "torchrun 2, DP 2 x TP 1": (2, 1),
                "torchrun 2, DP 1 x TP 2": (2, 2)}
     results = {name: run(nproc, tp, common, OUT / f"run_{nproc}_{tp}") for name, (nproc, tp) in layouts.items()}

@@ -110,7 +110,7 @@ def generate(name: str, demo: Path, out: Path, nproc: int, tp: int) -> dict:
     args = ["--mcore", str(demo / "convert" / "llama_mcore"), "--samples", str(next((demo / "openorca").glob("*sampled_*.pkl"))),
             "--tokenizer", str(demo / "demo" / "tokenizer" / "tokenizer.json"), "--eos-token", "</s>", "--out", str(acc),
             "--stats", str(out / f"{name}_stats.json"), "--max-new-tokens", "32", "--min-new-tokens", "1",
-            "--batch-size", "8", "--limit", "40", "--tp", str(tp)]
+            "--batch-size", "8", "--limit", "40", "--tp", str(tp), "--threads", "0"]
     start = time.time()
     code = launch(nproc, "workflow_scripts.inference.generate", args, out / f"{name}.log")
     result = {"check": name, "gpus": nproc, "exit": code, "wall_s": round(time.time() - start, 1)}

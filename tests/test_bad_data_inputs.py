@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,9 @@ def test_govreport_parquet_with_invalid_utf8_names_file_row_and_column(tmp_path,
     pq.write_table(pa.table({"input": reports, "output": ["a summary"] * 4}), source)
     out = tmp_path / "out"
     code = govreport_pack.main(["--input", str(source), "--tokenizer", str(demo_tokenizer_path), "--seq-length", "64",
-                                "--output", str(out / "p.parquet"), "--stats", str(out / "p.stats.json")])
+                                "--num-proc", "8", "--batch-size", "1000", "--bos-token", "<s>", "--eos-token", "</s>",
+                                "--output", str(out / "p.parquet"), "--stats", str(out / "p.stats.json"),
+                                "--threads", str(os.cpu_count())])
     expected = f"{source}: row 3: column 'input' is not valid UTF-8 (invalid start byte at byte 6)"
     assert code == 2 and _error_line(capsys) == f"error: {expected}"
     assert _empty_or_absent(out)
@@ -72,7 +75,8 @@ def test_openorca_parquet_with_invalid_utf8_names_file_row_and_column(tmp_path, 
     out = tmp_path / "out"
     code = openorca_filter.main(["--input", str(source), "--tokenizer", str(demo_tokenizer_path), "--output",
                                  str(out / "full.parquet"), "--stats", str(out / "s.json"),
-                                 "--response-init-token", "Ġ", "--batch-rows", "4"])
+                                 "--seqlen-limit", "1024", "--bos-token", "<s>", "--response-init-token", "Ġ",
+                                 "--threads", str(os.cpu_count()), "--batch-rows", "4"])
     assert code == 2
     assert _error_line(capsys) == (f"error: {source}: row 5 (0-based): column 'response' is not valid UTF-8 "
                                    "(invalid continuation byte at byte 5)")
@@ -122,7 +126,8 @@ def test_c4_line_with_a_lone_surrogate_names_file_and_line(tmp_path, demo_tokeni
     data = _c4_file(tmp_path / "c4.json.gz", [good, good, b'{"text": "broken \\ud800 text"}\n', good])
     out = tmp_path / "out" / "c4_text_document"
     code = c4_tokenize.main(["--input", str(data), "--output-prefix", str(out), "--tokenizer",
-                             str(demo_tokenizer_path), "--batch-docs", "2"])
+                             str(demo_tokenizer_path), "--threads", str(os.cpu_count()), "--bos-token", "<s>",
+                             "--eod-token", "</s>", "--batch-docs", "2"])
     assert code == 2
     assert _error_line(capsys) == (f"error: {data} line 3: 'text' holds a lone surrogate \\ud800 at character 7, "
                                    "not Unicode text")
@@ -143,7 +148,9 @@ def test_govreport_jsonl_with_a_lone_surrogate_names_file_line_and_column(tmp_pa
                        b'{"input": "a report", "output": "cut \\uDC00 summary"}\n')
     out = tmp_path / "out"
     code = govreport_pack.main(["--input", str(source), "--tokenizer", str(demo_tokenizer_path), "--seq-length", "64",
-                                "--output", str(out / "p.parquet"), "--stats", str(out / "p.stats.json")])
+                                "--num-proc", "8", "--batch-size", "1000", "--bos-token", "<s>", "--eos-token", "</s>",
+                                "--output", str(out / "p.parquet"), "--stats", str(out / "p.stats.json"),
+                                "--threads", str(os.cpu_count())])
     assert code == 2
     assert _error_line(capsys) == (f"error: {source}: line 2: column 'output' holds a lone surrogate \\udc00 at "
                                    "character 4, not Unicode text")
@@ -243,7 +250,7 @@ def test_accuracy_log_id_outside_the_tokenizer_is_refused_not_dropped(tmp_path, 
     assert read_accuracy_log(log_path)[1] == [7, vocab, 8]  # without a vocabulary the reader cannot tell
     out = tmp_path / "rouge.json"
     code = rouge_score_eval.main(["--samples", str(samples), "--accuracy-log", str(log_path), "--tokenizer",
-                                  str(demo_tokenizer_path), "--out", str(out)])
+                                  str(demo_tokenizer_path), "--out", str(out), "--threads", "1", "--limit", "0"])
     assert code == 2
     assert _error_line(capsys) == (f"error: {log_path}: entry 1 (qsl_idx 1): token id {vocab} is outside the "
                                    f"tokenizer's vocabulary (0..{vocab - 1})")

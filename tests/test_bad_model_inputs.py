@@ -44,7 +44,8 @@ def _copy(src, tmp_path):
 
 
 def _to_mcore(hf, out, *extra):
-    return convert.main(["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--spec", "local", *extra])
+    return convert.main(["hf-to-mcore", "--hf", str(hf), "--out", str(out), "--tp", "1", "--pp", "1", "--spec", "local",
+                         "--make-vocab-size-divisible-by", "128", "--threads", "2", *extra])
 
 
 def _only_error(capsys) -> str:

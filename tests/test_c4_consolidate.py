@@ -67,7 +67,7 @@ def test_non_gzip_shard_is_named(demo_corpus_dir, tmp_path, capsys):
     bad.write_text('{"text": "plain"}\n')
     good = _shards(demo_corpus_dir, "train")[0]
     out = tmp_path / "out.json.gz"
-    assert main(["train", "--out", str(out), str(good), str(bad)]) == 2
+    assert main(["train", "--out", str(out), "--threads", "0", str(good), str(bad)]) == 2
     assert f"{bad}: not a gzip file" in capsys.readouterr().err
     assert not out.exists()
 
@@ -134,7 +134,8 @@ def test_a_damaged_raw_shard_is_named_and_nothing_is_written(demo_corpus_dir, tm
     good = _shards(demo_corpus_dir, "train")
     bad = _damaged(tmp_path, good[1], damage)
     out, manifest = tmp_path / "c4-train.en_0.json.gz", tmp_path / "c4-train.en_0.sources.json"
-    code = main(["train", "--out", str(out), "--manifest", str(manifest), str(good[0]), str(bad), str(good[2])])
+    code = main(["train", "--out", str(out), "--manifest", str(manifest), "--threads", "0", str(good[0]), str(bad),
+                 str(good[2])])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len([l for l in err if l.startswith("error:")]) == 1
     assert err[-1].startswith(f"error: {bad}: "), err[-1]

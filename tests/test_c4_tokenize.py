@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from workflow_scripts.data.c4_consolidate import concatenate
 from workflow_scripts.data.c4_tokenize import main, tokenize_file
 from workflow_scripts.core.errors import PipelineInputError
+
+# The options the c4_tokenize rule passes (config c4.bos_token, c4.eod_token), as their old argparse defaults.
+RULE_FLAGS = ["--threads", str(os.cpu_count()), "--bos-token", "<s>", "--eod-token", "</s>"]
 
 
 def _texts(path: Path) -> list[str]:
@@ -106,7 +110,7 @@ def test_bad_lines_name_file_and_line(tmp_path, demo_tokenizer_path, capsys, bad
     data = _bad_input(tmp_path, [GOOD, GOOD, bad_line, GOOD])
     out = tmp_path / "out" / "c4-train.en_9_text_document"
     code = main(["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(demo_tokenizer_path),
-                 "--batch-docs", "2"])
+                 *RULE_FLAGS, "--batch-docs", "2"])
     assert code == 2
     assert f"{data}{message}" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []  # nothing partial, not even temporary files
@@ -132,7 +136,7 @@ def test_bad_lines_name_the_raw_shard_and_its_line(demo_corpus_dir, demo_tokeniz
     before = sum(len(gzip.decompress(s.read_bytes()).splitlines()) for s in shards[:2])
     out = tmp_path / "out" / "c4-train.en_0_text_document"
     code = main(["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(demo_tokenizer_path),
-                 "--sources", str(manifest), "--batch-docs", "16"])
+                 *RULE_FLAGS, "--sources", str(manifest), "--batch-docs", "16"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert last.startswith(f"error: {data} line {before + 5} (raw shard {bad} line 5): {message}"), last
@@ -177,7 +181,8 @@ def _peak_rss_mib(data: Path, tokenizer: Path, out: Path) -> float:
         "import resource, sys; from workflow_scripts.data.c4_tokenize import main; "
         "rc = main(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )
-    args = ["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(tokenizer), "--batch-docs", "50"]
+    args = ["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(tokenizer), *RULE_FLAGS,
+            "--batch-docs", "50"]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     return int(proc.stdout.split()[-1]) / 1024
 
@@ -218,6 +223,6 @@ def test_an_error_in_the_reader_thread_fails_the_job_with_its_message(consolidat
     out = tmp_path / "out" / "c4-train.en_0_text_document"
     with pytest.raises(OSError, match=f"Input/output error: '{data}'"):
         main(["--input", str(data), "--output-prefix", str(out), "--tokenizer", str(demo_tokenizer_path),
-              "--batch-docs", "5"])
+              *RULE_FLAGS, "--batch-docs", "5"])
     assert seen and seen[0] is not threading.main_thread()
     assert list(out.parent.iterdir()) == []

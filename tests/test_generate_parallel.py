@@ -59,7 +59,8 @@ def reference(mcore_dir):
 
 def _cli_args(mcore_dir, samples, tokenizer, eos_token):
     return ["--mcore", str(mcore_dir), "--samples", str(samples), "--tokenizer", str(tokenizer), "--eos-token",
-            eos_token, "--max-new-tokens", str(MAX_NEW), "--batch-size", str(BATCH), "--threads", "1"]
+            eos_token, "--max-new-tokens", str(MAX_NEW), "--min-new-tokens", "1", "--batch-size", str(BATCH),
+            "--limit", "0", "--tp", "1", "--threads", "1"]
 
 
 def _outputs(out_dir):

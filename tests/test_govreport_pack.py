@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +183,8 @@ def test_bad_jsonl_input_names_file_row_and_column(tmp_path, demo_tokenizer_path
     out = tmp_path / "out" / "p.parquet"
     code = govreport_pack.main([
         "--input", str(path), "--tokenizer", str(demo_tokenizer_path), "--seq-length", str(SEQ),
-        "--output", str(out), "--stats", str(tmp_path / "out" / "p.stats.json"),
+        "--num-proc", "8", "--batch-size", "1000", "--bos-token", "<s>", "--eos-token", "</s>",
+        "--output", str(out), "--stats", str(tmp_path / "out" / "p.stats.json"), "--threads", str(os.cpu_count()),
     ])
     assert code == 2
     with pytest.raises(PipelineInputError, match=message):

@@ -71,7 +71,8 @@ def test_bad_logs_are_named(tmp_path, capsys):
     other.write_text(other.read_text().replace('"llama2_70b_lora"', '"llama31_8b"'))
     with pytest.raises(PipelineInputError, match="benchmark 'llama31_8b', expected 'llama2_70b_lora'"):
         check_log(other, "llama2_70b_lora")
-    assert main(["--log", str(empty), "--benchmark", "llama2_70b_lora", "--out", str(tmp_path / "v.json")]) == 2
+    assert main(["--log", str(empty), "--benchmark", "llama2_70b_lora", "--ruleset", "6.1.0", "--out",
+                 str(tmp_path / "v.json")]) == 2
     assert not (tmp_path / "v.json").exists()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -142,6 +143,7 @@ def test_cli_exits_2_with_one_line(tmp_path, demo_tokenizer_path, capsys):
     source.write_bytes(b"")
     code = openorca_filter.main(["--input", str(source), "--tokenizer", str(demo_tokenizer_path), "--output",
                                  str(tmp_path / "f.parquet"), "--stats", str(tmp_path / "s.json"),
-                                 "--response-init-token", "Ġ"])
+                                 "--seqlen-limit", "1024", "--bos-token", "<s>", "--response-init-token", "Ġ",
+                                 "--threads", str(os.cpu_count())])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == f"error: {source}: empty file"

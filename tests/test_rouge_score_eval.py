@@ -105,7 +105,8 @@ def test_fewer_outputs_than_samples_names_the_log(tmp_path, demo_tokenizer_path)
 
 def test_missing_log_exits_2_with_its_name(tmp_path, demo_tokenizer_path, capsys):
     rc = R.main(["--samples", str(_samples(tmp_path)), "--accuracy-log", str(tmp_path / "nope.json"),
-                 "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json")])
+                 "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json"), "--threads", "1",
+                 "--limit", "0"])
     assert rc == 2
     assert "nope.json: accuracy log missing" in capsys.readouterr().err
     assert not (tmp_path / "rouge.json").exists()
@@ -129,7 +130,8 @@ def _many(tmp_path, demo_tokenizer_path, n=64):
     targets = (TARGETS * n)[:n]  # enough rows for the process pool (64 and more)
     write_accuracy_log(tmp_path / "acc.json", [(i, tok.encode(t).ids) for i, t in enumerate(targets)])
     return ["--samples", str(_samples(tmp_path, targets)), "--accuracy-log", str(tmp_path / "acc.json"),
-            "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json"), "--threads", "2"]
+            "--tokenizer", str(demo_tokenizer_path), "--out", str(tmp_path / "rouge.json"), "--threads", "2",
+            "--limit", "0"]
 
 
 def test_an_error_in_a_scoring_process_fails_the_job_with_its_message(tmp_path, demo_tokenizer_path, monkeypatch):

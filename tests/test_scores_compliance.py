@@ -35,7 +35,7 @@ def _log(tmp_path, seed, evals, stop=True):
 
 def _verdict(log, tmp_path, capsys=None):
     out = tmp_path / f"verdict_{log.parent.name}.json"
-    rc = main(["--record", "--log", str(log), "--benchmark", "llama2_70b_lora", "--out", str(out)])
+    rc = main(["--record", "--log", str(log), "--benchmark", "llama2_70b_lora", "--ruleset", "6.1.0", "--out", str(out)])
     return rc, out
 
 

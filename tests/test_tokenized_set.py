@@ -128,7 +128,8 @@ sys.exit(c4_tokenize.main(sys.argv[1:]))
 def test_a_tokenizer_killed_between_its_renames_leaves_a_refused_set_and_the_rerun_cleans_up(
         inputs, two_sets, demo_tokenizer_path, tmp_path):
     prefix = _copy_set(two_sets[0], tmp_path / "c4-train.en_0_text_document")  # an old complete set, overwritten
-    args = ["--input", str(inputs[1]), "--output-prefix", str(prefix), "--tokenizer", str(demo_tokenizer_path)]
+    args = ["--input", str(inputs[1]), "--output-prefix", str(prefix), "--tokenizer", str(demo_tokenizer_path),
+            "--threads", str(os.cpu_count()), "--bos-token", "<s>", "--eod-token", "</s>"]
     proc = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_RENAMES, *args], cwd=REPO,  # with other data
                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -137,6 +138,8 @@ def test_bad_input_names_file_row_and_field(tmp_path, demo, table, message):
     with pytest.raises(PipelineInputError, match=message):
         ultrachat_pack.pack_split([src], demo / "tokenizer.json", out / "t.parquet", out / "t.json", seq_length=SEQ)
     code = ultrachat_pack.main(["--tokenizer", str(demo / "tokenizer.json"), "--output", str(out / "t.parquet"),
-                                "--stats", str(out / "t.json"), "--seq-length", str(SEQ), str(src)])
+                                "--stats", str(out / "t.json"), "--seq-length", str(SEQ), "--chars-per-token", "3.6",
+                                "--num-of-sequences", "1024", "--seed", "100", "--threads", str(os.cpu_count()),
+                                str(src)])
     assert code == 2
     assert not out.exists() or not any(out.iterdir())

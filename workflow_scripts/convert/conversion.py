@@ -1,6 +1,7 @@
 """Checkpoint conversion between Hugging Face Llama (safetensors) and megatron-core dist checkpoints (torch_dist).
 
     python -m workflow_scripts.convert hf-to-mcore --hf DIR --out DIR --tp N --pp N --spec te|local
+        --make-vocab-size-divisible-by 128 --threads N
     python -m workflow_scripts.convert mcore-to-hf --mcore DIR --out DIR [--lora DIR]
 
 Both directions stream: one HF tensor / one layer of one megatron tensor at a time. TP/PP conversion needs no
@@ -193,11 +194,11 @@ def _parser() -> argparse.ArgumentParser:
     to_mcore = sub.add_parser("hf-to-mcore", help="HF Llama folder -> megatron-core torch_dist folder")
     to_mcore.add_argument("--hf", required=True, type=Path, help="folder with config.json + safetensors")
     to_mcore.add_argument("--out", required=True, type=Path)
-    to_mcore.add_argument("--tp", type=int, default=1, help="tensor parallel size the trainer will use")
-    to_mcore.add_argument("--pp", type=int, default=1, help="pipeline parallel size the trainer will use")
-    to_mcore.add_argument("--spec", choices=("te", "local"), default="te", help="layer spec the trainer will use")
-    to_mcore.add_argument("--make-vocab-size-divisible-by", type=int, default=128)
-    to_mcore.add_argument("--threads", type=int, default=2, help="parallel writer threads (each holds ~1 layer)")
+    to_mcore.add_argument("--tp", type=int, required=True, help="tensor parallel size the trainer will use")
+    to_mcore.add_argument("--pp", type=int, required=True, help="pipeline parallel size the trainer will use")
+    to_mcore.add_argument("--spec", choices=("te", "local"), required=True, help="layer spec the trainer will use")
+    to_mcore.add_argument("--make-vocab-size-divisible-by", type=int, required=True)
+    to_mcore.add_argument("--threads", type=int, required=True, help="parallel writer threads (each holds ~1 layer)")
     to_hf = sub.add_parser("mcore-to-hf", help="megatron-core torch_dist folder -> HF Llama folder")
     to_hf.add_argument("--mcore", required=True, type=Path)
     to_hf.add_argument("--out", required=True, type=Path)

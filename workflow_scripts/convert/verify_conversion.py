@@ -1,7 +1,7 @@
 """Parity gate of a conversion: the same token batch through the HF model (transformers) and the converted
 megatron-core model; writes parity.json only if max |logit diff| is within tolerance.
 
-    python -m workflow_scripts.convert.verify_conversion --hf DIR --mcore DIR --out parity.json [--tolerance 1e-4]
+    python -m workflow_scripts.convert.verify_conversion --hf DIR --mcore DIR --out parity.json --tolerance 1e-4 --seed N
     torchrun --nproc-per-node 2 -m workflow_scripts.convert.verify_conversion ... --tp 2   (gloo on CPU)
 
 Both models run in fp32 whatever the checkpoint dtype, so 1e-4 holds for bf16 checkpoints too. The megatron model
@@ -126,11 +126,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hf", required=True, type=Path)
     p.add_argument("--mcore", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="parity.json (written only when the check passes)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed (fp32 comparison)")
+    p.add_argument("--tolerance", type=float, required=True, help="max |logit diff| allowed (fp32 comparison)")
+    # --tp, --batch, --seq-len: the rule leaves them to these defaults (no config key states them).
     p.add_argument("--tp", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq-len", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, required=True)
     return p
 
 

@@ -6,8 +6,8 @@ thread pool while the bytes are copied: a truncated or corrupt download fails he
 failing tokenization later. The manifest records each shard's byte range and line range in the output, so
 tokenization errors name the raw shard and its line.
 
-CLI:  python -m workflow_scripts.data.c4_consolidate train --out FILE [--manifest F.sources.json] [--threads N] SHARD...
-      python -m workflow_scripts.data.c4_consolidate validation --docs N --out FILE [--manifest F] [--threads N] SHARD...
+CLI:  python -m workflow_scripts.data.c4_consolidate train --out FILE [--manifest F.sources.json] --threads N SHARD...
+      python -m workflow_scripts.data.c4_consolidate validation --docs N --out FILE [--manifest F] --threads N SHARD...
 """
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     val.add_argument("--docs", type=int, required=True)
     val.add_argument("--manifest", type=Path, help="JSON with the line range of each shard in --out")
     for command in (train, val):
-        command.add_argument("--threads", type=int, default=0,
+        command.add_argument("--threads", type=int, required=True,
                              help="threads verifying the shards' gzip streams (0: every available core)")
         command.add_argument("shards", type=Path, nargs="+")
     return parser.parse_args(argv)

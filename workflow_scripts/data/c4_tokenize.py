@@ -4,8 +4,9 @@ Reference settings (MLPerf Llama 3.1, NeMo's preprocess_data_for_megatron.py): t
 document, no BOS and no EOD unless asked for, documents whose token list is empty are skipped, uint16 ids when the
 vocabulary is under 65,500 tokens. Streams in batches: memory is bounded by the batch size, not the file.
 
-CLI: python -m workflow_scripts.data.c4_tokenize --input F.json.gz --output-prefix P --tokenizer T [--threads N]
-                                           [--append-eod] [--add-bos] [--sources F.sources.json]
+CLI: python -m workflow_scripts.data.c4_tokenize --input F.json.gz --output-prefix P --tokenizer T --threads N
+                                           --bos-token '<s>' --eod-token '</s>' [--append-eod] [--add-bos]
+                                           [--sources F.sources.json]
 Writes P.bin, P.idx and, last, P.stats.json with the sizes and hashes of the two (P is e.g.
 results/c4/tokenized/c4-train.en_6_text_document); readers check them (workflow_scripts/data/tokenized_set.py).
 """
@@ -242,13 +243,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--output-prefix", type=Path, required=True)
     parser.add_argument("--tokenizer", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--append-eod", action="store_true")
     parser.add_argument("--add-bos", action="store_true")
-    parser.add_argument("--bos-token", default="<s>")
-    parser.add_argument("--eod-token", default="</s>")
+    parser.add_argument("--bos-token", required=True)
+    parser.add_argument("--eod-token", required=True)
     parser.add_argument("--sources", type=Path, help="consolidation manifest: errors name the raw shard and its line")
-    parser.add_argument("--batch-docs", type=int, default=BATCH_DOCS)
+    parser.add_argument("--batch-docs", type=int, default=BATCH_DOCS)  # an internal tunable: no rule passes it
     return parser.parse_args(argv)
 
 

@@ -4,8 +4,8 @@ Raw rows: `--dataset tau/scrolls --name gov_report` (columns input, output); pac
 `--dataset regisss/scrolls_gov_report_preprocessed_mlperf_2 --revision 21ff1233ee3e87bc780ab719c755170148aba1cb`
 (columns input_ids, labels). Needs network access (or a filled HF cache); the demo and the tests never call it.
 
-CLI: python -m workflow_scripts.data.govreport_hub --dataset ID [--name CONFIG] [--revision REV] --split train
-        --output F.parquet [--num-proc N]
+CLI: python -m workflow_scripts.data.govreport_hub --dataset ID --name CONFIG --revision REV --split train
+        --output F.parquet --num-proc N   (--name '' / --revision '': none)
 """
 from __future__ import annotations
 
@@ -44,11 +44,11 @@ def export_split(dataset: str, name: str | None, revision: str | None, split: st
 def _body(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--name", default="")
-    parser.add_argument("--revision", default="")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--revision", required=True)
     parser.add_argument("--split", required=True)
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--num-proc", type=int, default=1)
+    parser.add_argument("--num-proc", type=int, required=True)
     args = parser.parse_args(argv)
     export_split(args.dataset, args.name, args.revision, args.split, args.output, max(1, args.num_proc))
 

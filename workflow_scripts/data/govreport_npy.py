@@ -117,7 +117,7 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--stats", type=Path, required=True)
-    parser.add_argument("--seq-length", type=int, default=8192)
+    parser.add_argument("--seq-length", type=int, required=True)
     parser.add_argument("--pack-stats", type=Path, help="stats of govreport_pack (path a), for dropped_examples")
     args = parser.parse_args(argv)
     stats = convert(args.input, args.output, args.stats, seq_length=args.seq_length, pack_stats=args.pack_stats)

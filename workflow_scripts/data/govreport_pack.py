@@ -12,7 +12,8 @@ Reference semantics (docs: /work/shared/notes/mlperf-spec.md §1.2):
 Output: a parquet with `input_ids: list<int32>` and `labels: list<int64>` (the MLPerf HF dataset layout) + stats.
 
 CLI: python -m workflow_scripts.data.govreport_pack --input F.{parquet,jsonl} --tokenizer T --seq-length 8192
-        [--validation] --num-proc 8 --batch-size 1000 --output P.parquet --stats P.stats.json [--threads N]
+        [--validation] --num-proc 8 --batch-size 1000 --bos-token '<s>' --eos-token '</s>' --output P.parquet
+        --stats P.stats.json --threads N
 """
 from __future__ import annotations
 
@@ -214,15 +215,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--tokenizer", type=Path, required=True)
-    parser.add_argument("--seq-length", type=int, default=8192)
+    parser.add_argument("--seq-length", type=int, required=True)
     parser.add_argument("--validation", action="store_true", help="mask prompt and final EOS (eval split)")
-    parser.add_argument("--num-proc", type=int, default=8, help="the reference's map num_proc (8 train, 2 validation)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="the reference's map batch_size (datasets default)")
-    parser.add_argument("--bos-token", default="<s>")
-    parser.add_argument("--eos-token", default="</s>")
+    parser.add_argument("--num-proc", type=int, required=True, help="the reference's map num_proc (8 train, 2 validation)")
+    parser.add_argument("--batch-size", type=int, required=True, help="the reference's map batch_size (datasets default)")
+    parser.add_argument("--bos-token", required=True)
+    parser.add_argument("--eos-token", required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--stats", type=Path, required=True)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, required=True)
     return parser.parse_args(argv)
 
 

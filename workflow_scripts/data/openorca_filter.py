@@ -6,7 +6,8 @@ kept rows, in input order, to a parquet with the reference's columns. Rows that 
 tokenized: they are removed before any token count is looked at, so the result is the same.
 
 CLI: python -m workflow_scripts.data.openorca_filter --input 1M-GPT4-Augmented.parquet --tokenizer T --output FULL.parquet
-                                             --stats filter_stats.json [--seqlen-limit 1024] [--threads N]
+                                             --stats filter_stats.json --seqlen-limit 1024 --bos-token '<s>'
+                                             --response-init-token '▁' --threads N
 """
 from __future__ import annotations
 
@@ -177,11 +178,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json or a folder holding one")
     parser.add_argument("--output", type=Path, required=True, help="filtered rows (parquet)")
     parser.add_argument("--stats", type=Path, required=True)
-    parser.add_argument("--seqlen-limit", type=int, default=SEQLEN_LIMIT)
-    parser.add_argument("--bos-token", default="<s>")
-    parser.add_argument("--response-init-token", default="▁")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS)
+    parser.add_argument("--seqlen-limit", type=int, required=True)
+    parser.add_argument("--bos-token", required=True)
+    parser.add_argument("--response-init-token", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--batch-rows", type=int, default=BATCH_ROWS)  # an internal tunable: no rule passes it
     return parser.parse_args(argv)
 
 

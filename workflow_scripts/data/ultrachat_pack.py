@@ -10,7 +10,8 @@
 Files are read in the given order, streamed in batches: memory is bounded by one buffer.
 
 CLI: python -m workflow_scripts.data.ultrachat_pack --tokenizer T --output S.parquet --stats S.stats.json
-        --seq-length 2048 [--chars-per-token 3.6 --num-of-sequences 1024 --seed 100 --no-shuffle] FILE.parquet...
+        --seq-length 2048 --chars-per-token 3.6 --num-of-sequences 1024 --seed 100 [--no-shuffle] --threads N
+        FILE.parquet...
 """
 from __future__ import annotations
 
@@ -164,12 +165,12 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("--tokenizer", type=Path, required=True, help="the ChatML tokenizer (ultrachat_tokenizer)")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--stats", type=Path, required=True)
-    parser.add_argument("--seq-length", type=int, default=2048)
-    parser.add_argument("--chars-per-token", type=float, default=3.6)
-    parser.add_argument("--num-of-sequences", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--seq-length", type=int, required=True)
+    parser.add_argument("--chars-per-token", type=float, required=True)
+    parser.add_argument("--num-of-sequences", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--no-shuffle", action="store_true")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args(argv)
     # tokenizers sizes its thread pool when first used: bind it to the rule's threads.

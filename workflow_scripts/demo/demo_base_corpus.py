@@ -8,7 +8,8 @@ the base model stays above the LoRA target on GovReport and the LoRA run has som
 seq_length tokens; the unused tail of a row is EOS with loss mask 0. Every other token counts (language modelling).
 
 CLI: python -m workflow_scripts.demo.demo_base_corpus --govreport train.npy --tokenizer tokenizer.json --out base.npy
-        --stats base.stats.json --rows-per-origin 100 --seed 1235 --response-init-token Ġ
+        --stats base.stats.json --govreport-rows 900 --rows-per-origin 100 --seed 1235 --bos-token "<s>"
+        --eos-token "</s>" --response-init-token Ġ
 """
 from __future__ import annotations
 
@@ -82,11 +83,11 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stats", type=Path, required=True)
-    parser.add_argument("--govreport-rows", type=int, default=0, help="the first N GovReport rows only (0: all)")
+    parser.add_argument("--govreport-rows", type=int, required=True, help="the first N GovReport rows only (0: all)")
     parser.add_argument("--rows-per-origin", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--bos-token", default="<s>")
-    parser.add_argument("--eos-token", default="</s>")
+    parser.add_argument("--bos-token", required=True)
+    parser.add_argument("--eos-token", required=True)
     parser.add_argument("--response-init-token", required=True)
     args = parser.parse_args(argv)
     stats = build(args.govreport, args.tokenizer, args.out, args.stats, govreport_rows=args.govreport_rows,

@@ -163,7 +163,7 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("--validation-shards", type=int, required=True)
     parser.add_argument("--train-docs", type=int, required=True, help="documents per train shard")
     parser.add_argument("--validation-docs", type=int, required=True, help="documents per validation shard")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     generate_corpus(args.out, args.train_shards, args.validation_shards, args.train_docs, args.validation_docs, args.seed)
 

@@ -179,14 +179,15 @@ def _body(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tokenizer", type=Path, required=True)
-    parser.add_argument("--train-docs", type=int, default=2000)
-    parser.add_argument("--validation-rows", type=int, default=173)
-    parser.add_argument("--seq-length", type=int, default=512)
-    parser.add_argument("--num-proc", type=int, default=2, help="govreport_pack's --num-proc for validation")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--train-docs", type=int, required=True)
+    parser.add_argument("--validation-rows", type=int, required=True)
+    parser.add_argument("--seq-length", type=int, required=True)
+    parser.add_argument("--num-proc", type=int, required=True, help="govreport_pack's --num-proc for validation")
+    parser.add_argument("--batch-size", type=int, required=True)
+    # The demo_govreport rule passes no tokens: these stay the reference's (govreport.bos_token/eos_token defaults).
     parser.add_argument("--bos-token", default="<s>")
     parser.add_argument("--eos-token", default="</s>")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     generate(
         args.out, args.train_docs, args.validation_rows, args.seed, args.tokenizer, seq_length=args.seq_length,

@@ -146,8 +146,8 @@ def write_demo_parquet(path: Path, rows_per_origin: int, seed: int) -> dict:
 def _body(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--rows-per-origin", type=int, default=150, help="ordinary rows per origin (planted rows extra)")
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--rows-per-origin", type=int, required=True, help="ordinary rows per origin (planted rows extra)")
+    parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     plan = write_demo_parquet(args.out, args.rows_per_origin, args.seed)
     log.info("wrote %d rows to %s; expected removals %s", plan["rows"], args.out, plan["removed"])

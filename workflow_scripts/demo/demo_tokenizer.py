@@ -43,7 +43,7 @@ def train_tokenizer(shards: Sequence[Path], vocab_size: int):
 def _body(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--vocab-size", type=int, default=2048)
+    parser.add_argument("--vocab-size", type=int, required=True)
     parser.add_argument("shards", type=Path, nargs="+")
     args = parser.parse_args(argv)
     tokenizer = train_tokenizer(args.shards, args.vocab_size)

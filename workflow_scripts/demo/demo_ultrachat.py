@@ -103,9 +103,9 @@ def generate(out: Path, train_conversations: int, test_conversations: int, seed:
 def _body(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train-conversations", type=int, default=300)
-    parser.add_argument("--test-conversations", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--train-conversations", type=int, required=True)
+    parser.add_argument("--test-conversations", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     generate(args.out, args.train_conversations, args.test_conversations, args.seed)
 

@@ -1,8 +1,8 @@
 """Batched greedy generation with a KV cache from a megatron-core checkpoint (MLPerf Inference llama2-70b accuracy run).
 
     python -m workflow_scripts.inference.generate --mcore results/convert/llama_mcore --samples open_orca...sampled_N.pkl
-        --tokenizer tokenizer.json --out mlperf_log_accuracy.json --stats generate.json
-        [--max-new-tokens 1024] [--min-new-tokens 1] [--batch-size 8] [--limit N]
+        --tokenizer tokenizer.json --eos-token '</s>' --out mlperf_log_accuracy.json --stats generate.json
+        --max-new-tokens 1024 --min-new-tokens 1 --batch-size 8 --limit N --tp 1 --threads N
 
 Greedy as the reference SUT (num_beams 1, no sampling, min 1 / max 1024 new tokens, stop at EOS). Prompts are the
 `tok_input` column, run in batches of similar length. The KV cache is megatron-core's StaticInferenceContext: its
@@ -243,15 +243,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mcore", required=True, type=Path, help="converted megatron-core checkpoint folder")
     p.add_argument("--samples", required=True, type=Path, help="sampled OpenOrca .pkl/.parquet (column tok_input)")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer.json (for the EOS id)")
-    p.add_argument("--eos-token", default="</s>")
+    p.add_argument("--eos-token", required=True)
     p.add_argument("--out", required=True, type=Path, help="mlperf_log_accuracy.json")
     p.add_argument("--stats", required=True, type=Path, help="JSON with counts and timing")
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--min-new-tokens", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, default=0, help="only the first N samples (0 = all)")
-    p.add_argument("--tp", type=int, default=1, help="tensor parallel size (torchrun world size / tp = data parallel)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--max-new-tokens", type=int, required=True)
+    p.add_argument("--min-new-tokens", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--limit", type=int, required=True, help="only the first N samples (0 = all)")
+    p.add_argument("--tp", type=int, required=True, help="tensor parallel size (torchrun world size / tp = data parallel)")
+    p.add_argument("--threads", type=int, required=True, help="torch CPU threads (0 = torch default)")
     return p
 
 

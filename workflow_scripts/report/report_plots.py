@@ -8,7 +8,7 @@ ids), so a rerun on the same inputs gives the same file.
     python -m workflow_scripts.report.report_plots data-stats --c4 ... --govreport ... [--govreport-packed ...]
         --ultrachat ... --openorca ... --out data.svg --out-csv data.csv
     python -m workflow_scripts.report.report_plots benchmarks --out benchmarks.svg [--dir results/benchmarks/rules] [TSV...]
-    python -m workflow_scripts.report.report_plots table-html --csv scores.csv --out scores.html
+    python -m workflow_scripts.report.report_plots table-html --csv scores.csv --title TITLE --out scores.html
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("tsv", nargs="*")
     table = sub.add_parser("table-html")
     table.add_argument("--csv", required=True)
-    table.add_argument("--title", default="table")
+    table.add_argument("--title", required=True)
     table.add_argument("--out", required=True)
     return parser
 

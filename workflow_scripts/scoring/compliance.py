@@ -1,6 +1,6 @@
 """Runs the official MLPerf compliance checker (package mlperf-logging, unmodified) on a result log.
 
-CLI: python -m workflow_scripts.scoring.compliance --log FILE --benchmark llama2_70b_lora [--ruleset 6.1.0] --out verdict.json
+CLI: python -m workflow_scripts.scoring.compliance --log FILE --benchmark llama2_70b_lora --ruleset 6.1.0 --out verdict.json
                                           [--record]
 Without --record it exits 2 unless the checker passes. With --record (the DAG's compliance rule) the verdict JSON is
 written whether the log passes or not: a non-compliant run is a result to report (the score table marks it), not a
@@ -82,7 +82,7 @@ def _body(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--benchmark", required=True)
-    parser.add_argument("--ruleset", default=DEFAULT_RULESET)
+    parser.add_argument("--ruleset", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--record", action="store_true", help="write the verdict even when the log fails the rules")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """ROUGE of generated answers against the OpenOrca targets, as MLPerf Inference's llama2-70b evaluate-accuracy.py.
 
     python -m workflow_scripts.scoring.rouge_score_eval --samples open_orca...sampled_N.pkl --accuracy-log
-        mlperf_log_accuracy.json --tokenizer tokenizer.json --out rouge.json [--threads 2]
+        mlperf_log_accuracy.json --tokenizer tokenizer.json --out rouge.json --threads 2 --limit N   (0: all)
 
 Steps as the reference: entries deduplicated by qsl_idx (first kept), token ids decoded with special tokens skipped,
 both texts stripped, Google `rouge_score` with the Porter stemmer, per-sample F-measures, mean x 100 rounded to 4
@@ -149,8 +149,8 @@ def _body(argv: Sequence[str] | None) -> int:
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer.json used to decode the ids")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--dtype", default=DTYPE, choices=["int32", "int64"])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--limit", type=int, default=0, help="score the first N samples only (as generate --limit)")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--limit", type=int, required=True, help="score the first N samples only (as generate --limit)")
     args = p.parse_args(argv)
     scores = evaluate(args.samples, args.accuracy_log, args.tokenizer, args.threads, args.dtype, args.limit)
     log.info("scores: %s", {k: scores[k] for k in (*ROUGE_TYPES, "rougeLsum", "tokens_per_sample", "gen_num")})
