@@ -8,14 +8,14 @@ import subprocess
 from conftest import run_snakemake
 
 # Golden values of the default demo config (seed 1234, 16 train shards x 120 docs, 8 validation shards x 100 docs,
-# 2048-token demo BPE), computed once by the workflow: (documents, skipped empty documents, tokens).
+# 2048-token demo BPE; the templated demo language of demo_c4_corpus), computed once by the workflow: (documents, skipped empty documents, tokens).
 GOLDEN = {
-    "c4-train.en_0": (234, 6, 141494),
-    "c4-train.en_6": (235, 5, 136271),
-    "c4-train.en_7": (237, 3, 134688),
-    "c4-validation-500-samples.en": (493, 7, 264267),
+    "c4-train.en_0": (235, 5, 55351),
+    "c4-train.en_6": (237, 3, 65505),
+    "c4-train.en_7": (232, 8, 56589),
+    "c4-validation-500-samples.en": (488, 12, 155324),
 }
-DEMO_TOKENIZER_SHA256 = "aca56b1a85322d6b6fa418b41c4bc4252b43f0c308787cb2273fa4b45f2d7053"
+DEMO_TOKENIZER_SHA256 = "71573dbc00f5acc5733834ecd94dcb2c7d9ebac7be9681e166a34f5608a51eec"
 
 
 def test_tokenized_stats_match_golden_values(demo_run):
