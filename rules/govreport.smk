@@ -17,6 +17,8 @@ rule demo_govreport:
         num_proc=config["govreport"]["validation_num_proc"],
         batch_size=config["govreport"]["map_batch_size"],
         seed=config["demo"]["seed"],
+        bos_token=config["govreport"]["bos_token"],
+        eos_token=config["govreport"]["eos_token"],
     priority: CRITICAL_PATH_PRIORITY
     log:
         "logs/demo/govreport.log",
@@ -25,7 +27,8 @@ rule demo_govreport:
     shell:
         "python -m workflow_scripts.demo.demo_govreport --out {params.out} --tokenizer {input.tokenizer}"
         " --train-docs {params.train_docs} --validation-rows {params.validation_rows} --seq-length {params.seq_length}"
-        " --num-proc {params.num_proc} --batch-size {params.batch_size} --seed {params.seed} > {log} 2>&1"
+        " --num-proc {params.num_proc} --batch-size {params.batch_size} --seed {params.seed}"
+        " --bos-token '{params.bos_token}' --eos-token '{params.eos_token}' > {log} 2>&1"
 
 
 rule govreport_hub:

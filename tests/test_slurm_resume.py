@@ -272,6 +272,25 @@ def test_training_job_at_its_walltime_is_signalled_resubmitted_resumed_and_compl
     _assert_same_training(run.workdir, resume_runs.local)
 
 
+@pytest.mark.slow
+def test_demo_sized_training_job_through_the_site_edited_profile_asks_for_cpu_sized_resources(
+        prepared, slurm_cluster, repo, tmp_path):  # noqa: F811
+    """profiles/slurm with only its SITE EDIT lines changed (the partition names): the demo-sized pretraining job
+    asks for what its config needs (no GPU, the CPU-sized memory the workflow derives), not a GPU node's 8 GPUs and
+    960 GB, and runs to completion."""
+    from workflow_scripts.dag.train_jobs import CPU_JOB_MEM_MB
+
+    workdir = _clone(prepared, tmp_path / "sized")
+    site = _site_profile(repo, slurm_cluster, tmp_path / "site")
+    proc = _snakemake(workdir, *_slurm_args(site), env=slurm_cluster.env)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    [(_, job, _)] = [s for s in _submissions(proc.stderr) if s[0] == RULE]
+    assert slurm_cluster.job_field(job, "MinMemoryNode") == f"{CPU_JOB_MEM_MB}M"
+    assert slurm_cluster.job_field(job, "Partition") == slurm_cluster.gpu_partition
+    assert "gpu:" not in slurm_cluster.job_field(job, "TRES")  # allocated: CPUs and memory only
+    assert _metrics(workdir)["steps"] == MAX_STEPS
+
+
 def test_checkpoint_writer_helper_survives_the_signals_slurm_sends_to_the_whole_step(repo):
     """The helper that megatron's dist_checkpointing.save spawns once and keeps (train_checkpoint) ignores SIGUSR1 and
     SIGTERM, and the trainer's own handler stays in place."""

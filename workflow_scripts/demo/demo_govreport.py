@@ -184,9 +184,8 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("--seq-length", type=int, required=True)
     parser.add_argument("--num-proc", type=int, required=True, help="govreport_pack's --num-proc for validation")
     parser.add_argument("--batch-size", type=int, required=True)
-    # The demo_govreport rule passes no tokens: these stay the reference's (govreport.bos_token/eos_token defaults).
-    parser.add_argument("--bos-token", default="<s>")
-    parser.add_argument("--eos-token", default="</s>")
+    parser.add_argument("--bos-token", required=True)
+    parser.add_argument("--eos-token", required=True)
     parser.add_argument("--seed", type=int, required=True)
     args = parser.parse_args(argv)
     generate(
