@@ -88,6 +88,11 @@ def test_dp2_and_tp2_match_one_process(mcore_dir, reference, demo_tokenizer_path
     assert layout == {"single": (1, 1, 1), "dp2": (2, 2, 1), "tp2": (2, 1, 2)}
     tokens = sum(map(len, reference["outputs"]))
     assert stats["dp2"]["generated_tokens"] == stats["single"]["generated_tokens"] == tokens
+    # Every run is one LoadGen Offline accuracy test over all samples, run by rank 0 alone (one set of logs).
+    for name, s in stats.items():
+        loadgen = s["loadgen"]
+        assert (loadgen["effective_scenario"], loadgen["effective_test_mode"]) == ("Offline", "AccuracyOnly"), name
+        assert loadgen["query_samples"] == loadgen["qsl_reported_total_count"] == len(reference["prompts"]), name
 
     # TP 2: sharded matmuls and an all-reduce sum in another order agree up to float rounding, not bit for bit; the
     # greedy tokens are the same (this model's top-2 logit gaps are far above that rounding). fp32 (CPU) only: a GPU
