@@ -49,7 +49,7 @@ class LogPaths:
         return [(SUMMARY, self.summary), (DETAIL, self.detail), (ACCURACY, self.accuracy)]  # accuracy log last
 
 
-def test_settings():
+def offline_accuracy_settings():
     import mlperf_loadgen as lg
 
     settings = lg.TestSettings()
@@ -134,7 +134,7 @@ class AccuracyRun:
 
         try:
             # An audit.config in the working directory would make this a compliance test: name one that is absent.
-            lg.StartTestWithLogSettings(self._sut, self._qsl, test_settings(), log_settings(self.tmpdir),
+            lg.StartTestWithLogSettings(self._sut, self._qsl, offline_accuracy_settings(), log_settings(self.tmpdir),
                                         str(self.tmpdir / "no-audit.config"))
         except BaseException as err:  # re-raised in the caller's thread by finish()
             self._errors.append(err)
