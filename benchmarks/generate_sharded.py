@@ -48,7 +48,8 @@ def run(nproc: int, tp: int, args: list[str], out: Path) -> tuple[dict, float]:
     launcher = ([sys.executable, "-m", "workflow_scripts.inference.generate"] if nproc == 0 else
                 [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                  "-m", "workflow_scripts.inference.generate"])
-    cmd = [*launcher, *args, "--tp", str(tp), "--out", str(out / "acc.json"), "--stats", str(out / "stats.json")]
+    cmd = [*launcher, *args, "--tp", str(tp), "--out", str(out / "acc.json"), "--summary", str(out / "summary.txt"),
+           "--detail", str(out / "detail.txt"), "--stats", str(out / "stats.json")]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), check=True,
                    capture_output=True)

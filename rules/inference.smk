@@ -1,4 +1,5 @@
-# MLPerf Inference llama2-70b accuracy: greedy generation on the OpenOrca samples, then ROUGE as evaluate-accuracy.py.
+# MLPerf Inference llama2-70b accuracy: greedy generation on the OpenOrca samples under LoadGen's Offline scenario in
+# accuracy mode (LoadGen writes the three mlperf_log_* files), then ROUGE as evaluate-accuracy.py.
 # The ROUGE file reports pass/fail against the targets; a failing score never fails the rule.
 
 
@@ -10,6 +11,8 @@ rule generate:
         tokenizer=L.openorca_tokenizer(),
     output:
         accuracy_log=f"{paths.INFERENCE_DIR}/mlperf_log_accuracy.json",
+        summary=f"{paths.INFERENCE_DIR}/mlperf_log_summary.txt",
+        detail=f"{paths.INFERENCE_DIR}/mlperf_log_detail.txt",
         stats=f"{paths.INFERENCE_DIR}/generate.json",
     params:
         samples=config["inference"]["samples"],
@@ -34,7 +37,8 @@ rule generate:
         "torchrun --standalone --nproc-per-node {params.nproc} -m workflow_scripts.inference.generate --tp {params.tp}"
         " --mcore {input.checkpoint} --samples {input.samples}"
         " --tokenizer {input.tokenizer} --eos-token '{params.eos_token}' --out {output.accuracy_log}"
-        " --stats {output.stats} --max-new-tokens {params.max_new_tokens} --min-new-tokens {params.min_new_tokens}"
+        " --summary {output.summary} --detail {output.detail} --stats {output.stats}"
+        " --max-new-tokens {params.max_new_tokens} --min-new-tokens {params.min_new_tokens}"
         " --batch-size {params.batch_size} --limit {params.samples} --threads {threads} > {log} 2>&1"
 
 

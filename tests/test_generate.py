@@ -74,7 +74,8 @@ def test_main_writes_accuracy_log(mcore_dir, demo_tokenizer_path, tmp_path, mode
     pd.DataFrame({"tok_input": _prompts()[:3], "output": ["a", "b", "c"]}).to_pickle(samples)
     out, stats = tmp_path / "acc.json", tmp_path / "stats.json"
     args = ["--mcore", str(mcore_dir), "--samples", str(samples), "--tokenizer", str(demo_tokenizer_path),
-            "--eos-token", "</s>", "--out", str(out), "--stats", str(stats), "--max-new-tokens", "5",
+            "--eos-token", "</s>", "--out", str(out), "--summary", str(tmp_path / "summary.txt"), "--detail",
+            str(tmp_path / "detail.txt"), "--stats", str(stats), "--max-new-tokens", "5",
             "--min-new-tokens", "1", "--batch-size", "2", "--limit", "0", "--tp", "1", "--threads", "0"]
     assert G.main(args) == 0
     eos = Tokenizer.from_file(str(demo_tokenizer_path)).token_to_id("</s>")

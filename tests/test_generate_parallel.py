@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from conftest import copy_workflow, run_snakemake
 from distributed import REPO, torchrun
-from generate_tp_driver import first_step_logits
+from generate_tp_driver import first_step_logits, outputs
 from workflow_scripts.inference import generate as G
 from workflow_scripts.inference.accuracy_log import read_accuracy_log
 from workflow_scripts.convert.conversion import hf_to_mcore
@@ -64,7 +64,7 @@ def _cli_args(mcore_dir, samples, tokenizer, eos_token):
 
 
 def _outputs(out_dir):
-    return ["--out", str(out_dir / "acc.json"), "--stats", str(out_dir / "stats.json")]
+    return outputs(out_dir)
 
 
 @pytest.mark.slow  # several processes (gloo)
@@ -81,13 +81,18 @@ def test_dp2_and_tp2_match_one_process(mcore_dir, reference, demo_tokenizer_path
 
     # DP 2: batches are dealt whole, so each sample meets the same batch-mates: the very same log, from rank 0 alone.
     assert (dp2 / "acc.json").read_bytes() == (single / "acc.json").read_bytes()
-    assert sorted(p.name for p in dp2.iterdir()) == ["acc.json", "stats.json"]
+    assert sorted(p.name for p in dp2.iterdir()) == ["acc.json", "detail.txt", "stats.json", "summary.txt"]
     assert read_accuracy_log(single / "acc.json") == dict(enumerate(reference["outputs"]))
     stats = {d.name: json.loads((d / "stats.json").read_text()) for d in (single, dp2, tp2)}
     layout = {name: (s["world_size"], s["data_parallel"], s["tensor_parallel"]) for name, s in stats.items()}
     assert layout == {"single": (1, 1, 1), "dp2": (2, 2, 1), "tp2": (2, 1, 2)}
     tokens = sum(map(len, reference["outputs"]))
     assert stats["dp2"]["generated_tokens"] == stats["single"]["generated_tokens"] == tokens
+    # Every run is one LoadGen Offline accuracy test over all samples, run by rank 0 alone (one set of logs).
+    for name, s in stats.items():
+        loadgen = s["loadgen"]
+        assert (loadgen["effective_scenario"], loadgen["effective_test_mode"]) == ("Offline", "AccuracyOnly"), name
+        assert loadgen["query_samples"] == loadgen["qsl_reported_total_count"] == len(reference["prompts"]), name
 
     # TP 2: sharded matmuls and an all-reduce sum in another order agree up to float rounding, not bit for bit; the
     # greedy tokens are the same (this model's top-2 logit gaps are far above that rounding). fp32 (CPU) only: a GPU

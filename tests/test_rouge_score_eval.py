@@ -150,3 +150,54 @@ def test_a_killed_scoring_process_fails_the_job(tmp_path, demo_tokenizer_path, m
     with pytest.raises(BrokenProcessPool, match="terminated abruptly"):
         R.main(_many(tmp_path, demo_tokenizer_path))
     assert not (tmp_path / "rouge.json").exists()
+
+
+def _loadgen_log(folder, outputs):
+    """mlperf_log_accuracy.json as LoadGen writes it (a real Offline accuracy test answering `outputs`)."""
+    from workflow_scripts.inference.loadgen_run import AccuracyRun, LogPaths
+
+    paths = LogPaths(folder / "mlperf_log_accuracy.json", folder / "summary.txt", folder / "detail.txt")
+    run = AccuracyRun(len(outputs), paths)
+    try:
+        run.start()
+        run.query_rows()
+        run.complete(dict(enumerate(outputs)))
+        run.finish()
+    finally:
+        run.close()
+    return paths.accuracy
+
+
+def test_loadgen_log_scores_as_the_same_ids_written_directly(tmp_path, demo_tokenizer_path):
+    tok = Tokenizer.from_file(str(demo_tokenizer_path))
+    ids = [tok.encode(p).ids + [tok.token_to_id("</s>")] for p in PREDICTIONS]
+    loadgen = _loadgen_log(tmp_path, ids)
+    write_accuracy_log(tmp_path / "direct.json", list(enumerate(ids)))
+    assert read_accuracy_log(loadgen) == dict(enumerate(ids))
+    samples = _samples(tmp_path)
+    by_loadgen = R.evaluate(samples, loadgen, demo_tokenizer_path)
+    direct = R.evaluate(samples, tmp_path / "direct.json", demo_tokenizer_path)
+    assert {k: v for k, v in by_loadgen.items() if k != "accuracy_log"} == \
+        {k: v for k, v in direct.items() if k != "accuracy_log"}
+
+
+def test_truncated_or_foreign_loadgen_log_is_refused_naming_it(tmp_path, demo_tokenizer_path):
+    tok = Tokenizer.from_file(str(demo_tokenizer_path))
+    full = _loadgen_log(tmp_path, [tok.encode(t).ids for t in TARGETS]).read_text()
+    samples, log = _samples(tmp_path), tmp_path / "mlperf_log_accuracy.json"
+    entries = json.loads(full)
+
+    def refused(text: str | bytes, message: str) -> None:
+        log.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(PipelineInputError, match=rf"mlperf_log_accuracy\.json: {message}"):
+            R.evaluate(samples, log, demo_tokenizer_path)
+
+    refused(full[: len(full) // 2], "not valid JSON")  # cut mid-way, as a run that never ended leaves it
+    refused("[\n", "not valid JSON")  # what LoadGen has written before the first answer
+    refused(json.dumps(entries[:2]), "generated outputs for 2 samples, the sample list has 3")
+    refused(json.dumps([*entries, {**entries[0], "qsl_idx": 7}]), "qsl_idx 7 is outside the sample list")
+    refused(json.dumps({"results": entries}), "expected a JSON list")  # another tool's JSON
+    refused(json.dumps([{"seq_id": 0, "qsl_idx": 0}]), "entry 0: bad accuracy-log entry")
+    refused(json.dumps([{**entries[0], "data": entries[0]["data"] + "00"}]), "entry 0: bad accuracy-log entry")
+    refused(b"\x89PNG\r\n\x1a\n\x00\xff", "not a text file")
+    refused("", "not valid JSON")

@@ -14,6 +14,11 @@ def test_demo_generation_rouge_and_score_table(demo_run):
     generated = read_accuracy_log(demo_run / "results/inference/mlperf_log_accuracy.json")
     assert sorted(generated) == list(range(inference["samples"]))
     assert all(1 <= len(ids) <= inference["max_new_tokens"] for ids in generated.values())
+    # LoadGen's Offline accuracy test wrote the log, and its summary and detail beside it.
+    assert "No errors encountered during test." in (demo_run / "results/inference/mlperf_log_summary.txt").read_text()
+    detail = (demo_run / "results/inference/mlperf_log_detail.txt").read_text()
+    assert '"key": "effective_scenario", "value": "Offline"' in detail
+    assert '"key": "effective_test_mode", "value": "AccuracyOnly"' in detail
     rouge = json.loads((demo_run / "results/inference/rouge.json").read_text())
     assert rouge["gen_num"] == inference["samples"]
     assert rouge["gen_tok_len"] == sum(map(len, generated.values()))

@@ -2,7 +2,8 @@
 
     generate_tp_driver.py LOGITS.pt DP_DIR TP_DIR GENERATE_ARGS...
 
-1. DP 2 (--tp 1): `python -m workflow_scripts.inference.generate GENERATE_ARGS` writes DP_DIR/acc.json and stats.json.
+1. DP 2 (--tp 1): `python -m workflow_scripts.inference.generate GENERATE_ARGS` writes DP_DIR/acc.json (LoadGen's
+   accuracy log), summary.txt, detail.txt and stats.json.
 2. TP 2 (--tp 2, one data-parallel group): the same into TP_DIR.
 3. TP 2: first-step logits of every prompt; rank 0 saves them to LOGITS.pt.
 """
@@ -25,6 +26,12 @@ def first_step_logits(model, vocab_size: int, prompts: list[list[int]]) -> torch
                         for p in prompts])
 
 
+def outputs(out: Path) -> list[str]:
+    """The output options of one generation into folder `out` (LoadGen's three logs and the stats)."""
+    return ["--out", str(out / "acc.json"), "--summary", str(out / "summary.txt"), "--detail", str(out / "detail.txt"),
+            "--stats", str(out / "stats.json")]
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
     from workflow_scripts.inference import generate as G
@@ -33,8 +40,8 @@ def main() -> None:
     logits_out, dp_dir, tp_dir, *common = sys.argv[1:]
     for tp, out in ((1, Path(dp_dir)), (2, Path(tp_dir))):
         G.generate_files(G.parser().parse_args(
-            [*common, "--tp", str(tp), "--out", str(out / "acc.json"), "--stats", str(out / "stats.json")]))
-    args = G.parser().parse_args([*common, "--out", "-", "--stats", "-"])
+            [*common, "--tp", str(tp), *outputs(out)]))
+    args = G.parser().parse_args([*common, "--out", "-", "--summary", "-", "--detail", "-", "--stats", "-"])
     model, cfg = G.load_model(args.mcore, tp=2)
     logits = first_step_logits(model, cfg.vocab_size, G.read_prompts(args.samples))
     if torch.distributed.get_rank() == 0:

@@ -1,5 +1,6 @@
 """MLPerf Inference accuracy log (mlperf_log_accuracy.json): [{"seq_id", "qsl_idx", "data": hex of the ids}, ...],
-and the sample list (QSL) it indexes: generation reads its prompts, scoring its reference answers."""
+as LoadGen writes it (the generation's answers, int32 bytes), and the sample list (QSL) it indexes: generation reads
+its prompts, scoring its reference answers."""
 from __future__ import annotations
 
 import json
@@ -46,8 +47,10 @@ def read_accuracy_log(path: Path | str, dtype: str = DTYPE, vocab_size: int | No
         raise PipelineInputError(f"{path}: accuracy log missing")
     try:
         entries = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except json.JSONDecodeError as err:  # a LoadGen log cut short (its run did not end) fails here
         raise PipelineInputError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise PipelineInputError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
     if not isinstance(entries, list):
         raise PipelineInputError(f"{path}: expected a JSON list of {{qsl_idx, data}} entries")
     generated: dict[int, list[int]] = {}

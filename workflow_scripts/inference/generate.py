@@ -1,8 +1,9 @@
 """Batched greedy generation with a KV cache from a megatron-core checkpoint (MLPerf Inference llama2-70b accuracy run).
 
     python -m workflow_scripts.inference.generate --mcore results/convert/llama_mcore --samples open_orca...sampled_N.pkl
-        --tokenizer tokenizer.json --eos-token '</s>' --out mlperf_log_accuracy.json --stats generate.json
-        --max-new-tokens 1024 --min-new-tokens 1 --batch-size 8 --limit N --tp 1 --threads N
+        --tokenizer tokenizer.json --eos-token '</s>' --out mlperf_log_accuracy.json --summary mlperf_log_summary.txt
+        --detail mlperf_log_detail.txt --stats generate.json --max-new-tokens 1024 --min-new-tokens 1 --batch-size 8
+        --limit N --tp 1 --threads N
 
 Greedy as the reference SUT (num_beams 1, no sampling, min 1 / max 1024 new tokens, stop at EOS). Prompts are the
 `tok_input` column, run in batches of similar length. The KV cache is megatron-core's StaticInferenceContext: its
@@ -10,10 +11,15 @@ buffers are allocated here (megatron would put them on torch.cuda.current_device
 static text-generation controller does, a batch is prefilled up to its shortest prompt, then advances one position
 per step, feeding the prompt's own token where a longer prompt has not ended yet, so no padding and no masks are
 needed; finished samples are dropped from the batch and the cache. Each sample's output is its generated ids up to
-and including EOS, written as the LoadGen accuracy log (qsl_idx = row of the sample list).
+and including EOS.
+
+The run is a LoadGen test, Offline scenario in accuracy mode (loadgen_run.py): LoadGen issues the sample list as one
+query, the outputs answer it, and LoadGen writes mlperf_log_accuracy.json (qsl_idx = row of the sample list),
+mlperf_log_summary.txt and mlperf_log_detail.txt.
 
 Under torchrun the W processes form W/tp data-parallel groups of `--tp` tensor-parallel ranks (gloo on CPU, NCCL on
-cuda:LOCAL_RANK); the batches are dealt to the groups (generate_shards.py) and global rank 0 alone writes the log:
+cuda:LOCAL_RANK); LoadGen runs on global rank 0 alone, which broadcasts the query's sample rows; the batches are
+dealt to the groups (generate_shards.py), the outputs gathered back to rank 0, which answers LoadGen:
 
     torchrun --standalone --nproc-per-node 8 -m workflow_scripts.inference.generate --tp 8 ...
 """
@@ -28,7 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
-from workflow_scripts.inference.accuracy_log import DTYPE, read_sample_column, write_accuracy_log
+from workflow_scripts.inference.accuracy_log import DTYPE, read_sample_column
 from workflow_scripts.core.atomic import write_json
 from workflow_scripts.core.cli import run_main
 from workflow_scripts.core.errors import PipelineInputError
@@ -181,14 +187,17 @@ def generate_all(model, vocab_size: int, prompts: list[list[int]], max_new_token
 
 
 def generate_sharded(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
-                     min_new_tokens: int = 1, batch_size: int = 8) -> tuple[list[list[int]] | None, dict[str, Any]]:
+                     min_new_tokens: int = 1, batch_size: int = 8,
+                     group=None) -> tuple[list[list[int]] | None, dict[str, Any]]:
     """This rank's data-parallel group generates its dealt batches; rank 0 gets every output in row order (others
-    None) and a summary of the layout. Every rank of the job calls this (collective)."""
+    None) and a summary of the layout. Every rank of the job calls this (collective); `group` is gather_group()'s,
+    made here when not given."""
     from megatron.core import parallel_state as ps
 
     from workflow_scripts.inference.generate_shards import deal_batches, gather_group, gather_outputs
 
-    group = gather_group()  # before generating: making a group is collective
+    if group is None:
+        group = gather_group()  # before generating: making a group is collective
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
     tp_rank = ps.get_tensor_model_parallel_rank()
     if tp_rank:
@@ -245,7 +254,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer.json (for the EOS id)")
     p.add_argument("--eos-token", required=True)
     p.add_argument("--out", required=True, type=Path, help="mlperf_log_accuracy.json")
-    p.add_argument("--stats", required=True, type=Path, help="JSON with counts and timing")
+    p.add_argument("--summary", required=True, type=Path, help="LoadGen's mlperf_log_summary.txt")
+    p.add_argument("--detail", required=True, type=Path, help="LoadGen's mlperf_log_detail.txt")
+    p.add_argument("--stats", required=True, type=Path, help="JSON with counts, timing and LoadGen's result fields")
     p.add_argument("--max-new-tokens", type=int, required=True)
     p.add_argument("--min-new-tokens", type=int, required=True)
     p.add_argument("--batch-size", type=int, required=True)
@@ -256,8 +267,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def generate_files(args: argparse.Namespace) -> None:
-    """The whole run for parsed arguments; on global rank 0 it writes --out and --stats. torch.distributed stays up
-    afterwards (the caller shuts it down), so one torchrun job may call this more than once."""
+    """The whole run for parsed arguments; on global rank 0 LoadGen writes --out, --summary and --detail, and this
+    --stats. torch.distributed stays up afterwards (the caller shuts it down), so one torchrun job may call this more
+    than once."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
@@ -272,24 +284,57 @@ def generate_files(args: argparse.Namespace) -> None:
     longest = max(len(p) for p in prompts) + args.max_new_tokens
     if longest > cfg.max_position_embeddings:
         log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
-    start = time.perf_counter()
-    outputs, layout = generate_sharded(model, cfg.vocab_size, prompts, args.max_new_tokens, eos, args.min_new_tokens,
-                                       args.batch_size)
-    seconds = time.perf_counter() - start
-    if outputs is None:
-        return  # not global rank 0: its outputs went to rank 0, which writes the log
+    stats = loadgen_generate(args, model, cfg.vocab_size, prompts, eos)
+    if stats is None:
+        return  # not global rank 0: its outputs went to rank 0, which answered LoadGen
+    write_json(args.stats, stats)
+    log.info("generated %d tokens for %d samples in %.1f s", stats["generated_tokens"], len(prompts),
+             stats["seconds"])
+
+
+def loadgen_generate(args: argparse.Namespace, model, vocab_size: int, prompts: list[list[int]],
+                     eos: int) -> dict[str, Any] | None:
+    """The sharded generation inside LoadGen's Offline accuracy test (every rank calls this; collective): rank 0 runs
+    LoadGen and broadcasts its query's sample rows, every rank generates its share, rank 0 answers LoadGen, places
+    its logs and returns the stats (None elsewhere)."""
+    from workflow_scripts.inference.generate_shards import gather_group, share_rows
+    from workflow_scripts.inference.loadgen_run import AccuracyRun, LogPaths
+
+    group = gather_group()  # one group for the broadcast and the gather (collective)
+    run = None
+    if torch.distributed.get_rank() == 0:
+        run = AccuracyRun(len(prompts), LogPaths(args.out, args.summary, args.detail))
+    try:
+        started = time.perf_counter()
+        if run is not None:
+            run.start()
+        rows = share_rows(run.query_rows() if run is not None else None, group)
+        start = time.perf_counter()
+        outputs, layout = generate_sharded(model, vocab_size, [prompts[r] for r in rows], args.max_new_tokens, eos,
+                                           args.min_new_tokens, args.batch_size, group)
+        seconds = time.perf_counter() - start
+        if run is None:
+            return None
+        run.complete(dict(zip(rows, outputs)))
+        result = run.finish()
+    finally:
+        if run is not None:
+            run.close()
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return _stats(args, layout, outputs, seconds, eos, result)
+
+
+def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[int]], seconds: float, eos: int,
+           loadgen: dict[str, Any]) -> dict[str, Any]:
     generated = sum(len(o) for o in outputs)
-    stats: dict[str, Any] = {
+    return {
         **layout,
-        "samples": len(prompts), "generated_tokens": generated, "seconds": round(seconds, 3),
+        "samples": len(outputs), "generated_tokens": generated, "seconds": round(seconds, 3),
         "tokens_per_second": round(generated / seconds, 2) if seconds else None,
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens, "batch_size": args.batch_size, "eos_id": eos, "dtype": DTYPE,
-        "checkpoint": str(args.mcore), "sample_list": str(args.samples),
+        "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
-    write_accuracy_log(args.out, enumerate(outputs))
-    write_json(args.stats, stats)
-    log.info("generated %d tokens for %d samples in %.1f s", generated, len(prompts), seconds)
 
 
 def _body(argv: Sequence[str] | None) -> int:

@@ -64,6 +64,18 @@ def gather_group():
     return torch.distributed.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
 
 
+def share_rows(rows: list[int] | None, group) -> list[int]:
+    """Rank 0's sample rows (LoadGen's query) on every rank, over the gather group (its long timeout: rank 0 may still
+    be starting LoadGen); a single process keeps its own."""
+    if group is None:
+        return list(rows or [])
+    box = [rows]
+    torch.distributed.broadcast_object_list(box, src=0, group=group)
+    if box[0] is None:
+        raise RuntimeError("rank 0 broadcast no sample rows")
+    return box[0]
+
+
 def merge_outputs(parts: Sequence[dict[int, list[int]]], total: int) -> list[list[int]]:
     """The per-group {row: ids} as one list in row order; every row exactly once."""
     merged: dict[int, list[int]] = {}

@@ -3,13 +3,16 @@
     python -m workflow_scripts.scoring.rouge_score_eval --samples open_orca...sampled_N.pkl --accuracy-log
         mlperf_log_accuracy.json --tokenizer tokenizer.json --out rouge.json --threads 2 --limit N   (0: all)
 
-Steps as the reference: entries deduplicated by qsl_idx (first kept), token ids decoded with special tokens skipped,
-both texts stripped, Google `rouge_score` with the Porter stemmer, per-sample F-measures, mean x 100 rounded to 4
-places, tokens_per_sample = round(generated tokens / samples, 1); pass/fail against the submission checker's 99% and
-99.9% targets. The reference joins nltk sentences with newlines before scoring; that matters only for rougeLsum
-(rouge_score's default tokenizer turns every non-alphanumeric run, newlines included, into one separator), so
-rougeLsum is computed only where nltk's punkt data is installed, else reported as null. Scores report pass/fail; they
-never fail the rule. The real reference decodes with the slow sentencepiece tokenizer; here tokenizer.json (fast).
+The log is LoadGen's (the generate rule's Offline accuracy test); read as the reference: hex `data` -> int32 ids per
+qsl_idx. A log cut short, or one of another sample list (samples missing, qsl_idx outside it, entries that are not
+{qsl_idx, data} or not whole int32 values), is refused naming the file. Steps as the reference: entries deduplicated
+by qsl_idx (first kept), token ids decoded with special tokens skipped, both texts stripped, Google `rouge_score`
+with the Porter stemmer, per-sample F-measures, mean x 100 rounded to 4 places, tokens_per_sample = round(generated
+tokens / samples, 1); pass/fail against the submission checker's 99% and 99.9% targets. The reference joins nltk
+sentences with newlines before scoring; that matters only for rougeLsum (rouge_score's default tokenizer turns every
+non-alphanumeric run, newlines included, into one separator), so rougeLsum is computed only where nltk's punkt data
+is installed, else reported as null. Scores report pass/fail; they never fail the rule. The real reference decodes
+with the slow sentencepiece tokenizer; here tokenizer.json (fast).
 """
 from __future__ import annotations
 
