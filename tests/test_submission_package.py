@@ -62,6 +62,9 @@ def _package(tmp_path, runs, division="closed"):
     source = tmp_path / "src"
     (source / "workflow_scripts").mkdir(parents=True, exist_ok=True)
     (source / "workflow_scripts" / "x.py").write_text("print('code')\n")
+    for output in ("checkpoints/demo", "results/train", ".snakemake/log"):  # run outputs: not code
+        (source / output).mkdir(parents=True, exist_ok=True)
+        (source / output / "f.txt").write_text("x")
     out, manifest = tmp_path / "submission" / "org", tmp_path / "submission" / "package.json"
     rc = package_main(["--out", str(out), "--manifest", str(manifest), "--submitter", "org", "--system", "sys1",
                        "--division", division, "--ruleset", "6.1.0", "--implementation", "pipeline",
@@ -93,6 +96,7 @@ def test_layout_of_the_package(ten_runs, tmp_path):
     assert (desc["submitter"], desc["division"], desc["cooling"]) == ("org", "closed", "N/A")
     impl = out / "benchmarks/llama2_70b_lora/implementations/pipeline"
     assert (impl / "workflow_scripts/x.py").is_file() and (impl / "workflow_config.json").is_file()
+    assert not any((impl / name).exists() for name in ("checkpoints", "results", ".snakemake"))
     assert json.loads((impl / "run_configs/result_3.json").read_text())["seed"] == 1003
     entry = json.loads(manifest.read_text())["benchmarks"]["llama2_70b_lora"]
     assert entry["workload"] == "lora" and entry["results"]["result_0.txt"] == str(runs[0])

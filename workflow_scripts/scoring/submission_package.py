@@ -29,8 +29,9 @@ from workflow_scripts.core.cli import run_main
 from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.scoring.compliance import logged_benchmark, require_run_stop
 
-# Never part of the implementation's code when the source root is not a git checkout (a copy of the workflow).
-SKIPPED_DIRS = {".git", ".venv", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache"}
+# Run outputs and caches, never part of the implementation's code when the source root is not a git checkout (a
+# copy of the workflow); hidden folders (.git, .venv, .snakemake) are skipped too.
+SKIPPED_DIRS = {"results", "logs", "checkpoints", "__pycache__"}
 
 
 def parse_run(arg: str) -> tuple[str, Path]:
@@ -62,7 +63,7 @@ def source_files(root: Path) -> list[str]:
         return sorted(n for n in names if (root / n).is_file())  # a tracked file deleted in the work tree is gone
     found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.startswith(".")]
         found += [str((Path(folder) / f).relative_to(root)) for f in files]
     return sorted(found)
 
@@ -78,6 +79,7 @@ def system_description(desc_json: str, submitter: str, division: str) -> dict[st
 
 
 def write_implementation(folder: Path, root: Path, files: Sequence[str], workflow_config: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     for name in files:
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
