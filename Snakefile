@@ -30,6 +30,7 @@ include: "rules/demo_base.smk"
 include: "rules/inference.smk"
 include: "rules/scores.smk"
 include: "rules/compliance.smk"
+include: "rules/submission.smk"
 include: "rules/report.smk"
 
 

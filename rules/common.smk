@@ -27,6 +27,8 @@ try:
     TRAIN = train_jobs(L)
     CONVERSION = conversion(L, TRAIN)
     DEMO_BASE_OVERRIDES = demo_base_overrides(L)
+    # Benchmark -> run folders of the MLPerf benchmark workloads (rules/submission.smk)
+    SUBMISSION_RUNS = L.submission_runs({w: job.cfg.benchmark_name for w, job in TRAIN.items()})
 except PipelineInputError as err:
     raise WorkflowError(f"invalid config: {err}")
 

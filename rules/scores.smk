@@ -1,5 +1,5 @@
-# The score table of the DAG run (CSV + Markdown): inference ROUGE, and every training run with its compliance
-# verdict (rules/compliance.smk).
+# The score table of the DAG run (CSV + Markdown): inference ROUGE, every training run with its compliance verdict
+# (rules/compliance.smk), and the submission package's verdict and summarizer score (rules/submission.smk).
 
 
 rule score_table:
@@ -7,6 +7,8 @@ rule score_table:
         rouge=rules.rouge_score.output[0],
         metrics=L.score_train_metrics(),
         compliance=L.compliance_verdicts(),
+        package=paths.PACKAGE_CHECK,
+        summary=paths.SUBMISSION_SUMMARY,
     output:
         csv=report(f"{paths.SCORES_DIR}/scores.csv", caption="../report/scores.rst", category="Scores",
                    labels={"workload": "all", "seed": "all", "figure": "score table (CSV)"}),
@@ -18,4 +20,5 @@ rule score_table:
         "../envs/inference.yaml"
     shell:
         "python -m workflow_scripts.scoring.score_table --rouge {input.rouge} --metrics {input.metrics}"
-        " --compliance {input.compliance} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --compliance {input.compliance} --package-check {input.package} --summary {input.summary}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -83,3 +83,22 @@ def test_packed_rows_of_another_length_than_the_recipes_sequence_are_refused_by_
         train_jobs(_layout(repo, govreport__seq_length=1024))
     with pytest.raises(PipelineInputError, match=r"ultrachat\.seq_length = 100 but train\.sft"):
         train_jobs(_layout(repo, ultrachat__seq_length=100))
+
+
+def test_submission_takes_the_mlperf_benchmark_workloads_only(repo):
+    """The demo's LoRA (llama2_70b_lora) and pretraining (llama31_8b) runs go into the package; SFT is no MLPerf
+    training benchmark. The flags carry the system description and every run, quoted."""
+    layout = _layout(repo)
+    benchmarks = {w: job.cfg.benchmark_name for w, job in train_jobs(layout).items()}
+    runs = layout.submission_runs(benchmarks)
+    assert runs == {"llama2_70b_lora": ["results/train/lora/seed1234"],
+                    "llama31_8b": ["results/train/pretrain/seed1234"]}
+    assert "results/train/lora/seed1234/mlperf_log.txt" in layout.submission_inputs(runs)
+    flags = layout.submission_flags(runs)
+    assert "--run llama2_70b_lora=results/train/lora/seed1234 llama31_8b=results/train/pretrain/seed1234" in flags
+    assert "'{\"system_name\": \"CPU demo machine (2 vCPUs, no accelerator)\"" in flags
+    assert layout.submission_folder() == "results/submission/mlperf-llm-pipeline"
+    assert set(layout.submission_targets()) <= set(layout.targets())
+    bad = _layout(repo, submission__ruleset="9.9.9")
+    with pytest.raises(PipelineInputError, match="submission.ruleset: ruleset 9.9.9 is not supported"):
+        bad.submission_runs(benchmarks)

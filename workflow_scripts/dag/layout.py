@@ -5,6 +5,7 @@ rule files only name its attributes, so a path or a default is written here once
 from __future__ import annotations
 
 import glob
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,12 @@ COMPLIANCE_DIR = f"{SCORES_DIR}/compliance"
 # The MLPerf Training ruleset the llama2_70b_lora logs are checked against (rules/compliance.smk).
 COMPLIANCE_RULESET = "6.1.0"
 REPORT_DIR = "results/report"
+# The MLPerf submission package (results/submission/<submitter>/) and the official tools' verdicts beside it.
+SUBMISSION_DIR = "results/submission"
+SUBMISSION_MANIFEST = f"{SUBMISSION_DIR}/package.json"
+PACKAGE_CHECK = f"{SUBMISSION_DIR}/package_check.json"
+SUBMISSION_SUMMARY = f"{SUBMISSION_DIR}/summary.json"
+SUBMISSION_SUMMARY_CSV = f"{SUBMISSION_DIR}/summary.csv"
 
 
 def tokenizer_file(path: str) -> str:
@@ -292,6 +299,51 @@ class Layout:
                 f"{REPORT_DIR}/data/statistics.csv", f"{REPORT_DIR}/benchmarks/rules.svg",
                 f"{REPORT_DIR}/scores/scores.html"]
 
+    # ---- MLPerf submission package ------------------------------------------------------------------------------
+
+    def submission_runs(self, benchmarks: dict[str, str]) -> dict[str, list[str]]:
+        """Benchmark -> run folders (in seed order) of each workload whose recipe's benchmark (`benchmarks`: workload
+        -> TrainConfig.benchmark_name) is one of the submission ruleset's; SFT and the demo base model are not."""
+        from mlperf_logging.benchmark_meta import get_allowed_benchmarks
+
+        ruleset = self.config["submission"]["ruleset"]
+        try:
+            allowed = set(get_allowed_benchmarks("training", ruleset))
+        except ValueError as err:
+            raise PipelineInputError(f"submission.ruleset: {err}") from None
+        runs: dict[str, list[str]] = {}
+        for workload, benchmark in benchmarks.items():
+            if benchmark in runs:
+                raise PipelineInputError(f"train.{workload}: a second workload for benchmark {benchmark}")
+            if benchmark in allowed:
+                runs[benchmark] = self.train_runs(workload)
+        return runs
+
+    def submission_folder(self) -> str:
+        return f"{SUBMISSION_DIR}/{self.config['submission']['submitter']}"
+
+    @staticmethod
+    def submission_inputs(runs: dict[str, list[str]]) -> list[str]:
+        return [f"{run}/{name}" for folders in runs.values() for run in folders
+                for name in ("mlperf_log.txt", "resolved_config.json")]
+
+    def submission_flags(self, runs: dict[str, list[str]]) -> str:
+        """The package builder's arguments: the submission section, the runs, the workflow's resolved config."""
+        sub = self.config["submission"]
+        flags = quoted_flags({key.replace("_", "-"): sub[key] for key in
+                              ("submitter", "system", "division", "ruleset", "implementation")})
+        runs_arg = " ".join(shlex.quote(f"{b}={run}") for b, folders in runs.items() for run in folders)
+        return (f"{flags} --system-desc {shlex.quote(json.dumps(sub['system_desc']))} --run {runs_arg}"
+                f" --workflow-config {shlex.quote(json.dumps(self.config, sort_keys=True))}")
+
+    def package_check_flags(self) -> str:
+        return quoted_flags({"ruleset": self.config["submission"]["ruleset"],
+                             "rcp-bypass": self.config["submission"]["rcp_bypass"]})
+
+    @staticmethod
+    def submission_targets() -> list[str]:
+        return [PACKAGE_CHECK, SUBMISSION_SUMMARY, SUBMISSION_SUMMARY_CSV]
+
     # ---- targets -------------------------------------------------------------------------------------------------
 
     def stage_targets(self) -> list[str]:
@@ -302,7 +354,7 @@ class Layout:
         for workload in self.train_workloads():
             out += self.train_outputs(workload)
         out += [f"{INFERENCE_DIR}/rouge.json", f"{SCORES_DIR}/scores.csv", f"{SCORES_DIR}/scores.md"]
-        return out + self.compliance_verdicts()
+        return out + self.compliance_verdicts() + self.submission_targets()
 
     def targets(self) -> list[str]:
         """What `rule all` asks for."""

@@ -3,10 +3,16 @@ throughput, compliance and pass/fail, aggregated over seeds as MLPerf's result s
 
     python -m workflow_scripts.scoring.score_table --out-csv scores.csv --out-md scores.md [--rouge rouge.json]
         [--metrics results/train/*/seed*/metrics.json ...] [--compliance verdict.json ...]
+        [--package-check results/submission/package_check.json --summary results/submission/summary.json]
 
 Time to train over seeds: with >= 3 runs the olympic mean (drop the fastest and the slowest, mean of the rest); a run
 that did not reach its target counts as infinitely slow, so one such run is dropped and two make the result
 "not converged". With fewer runs the plain mean is reported and the aggregation column says so.
+
+Beside this, the official tools' view of the same runs: a "submission package" row with the package checker's
+verdict (and why it fails), and on each MLPerf benchmark's row the result summarizer's score
+(mlperf_time_to_train_min: its olympic mean of run_start..run_stop in minutes, times the RCP scaling factor) and
+RCP outcome. Where both apply (>= 3 runs, all converged) time_to_train_s / 60 x rcp_scaling_factor is that score.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.core.json_input import read_json_object
 
 COLUMNS = ("workload", "metric", "value", "target", "passed", "runs", "seeds", "time_to_train_s", "aggregation",
-           "throughput", "throughput_unit", "reference_throughput", "compliance", "note")
+           "throughput", "throughput_unit", "reference_throughput", "compliance", "note", "mlperf_time_to_train_min",
+           "rcp", "rcp_scaling_factor")
 # NVIDIA DGXC hf-llama2 recipe (24.02, BF16, H100): train_samples_per_second by GPU count (spec 5.3).
 SFT_PUBLISHED_SAMPLES_PER_S = {8: 1.247, 16: 3.664, 32: 9.432, 64: 21.905, 128: 47.342, 256: 95.339, 512: 154.931}
 MIN_OLYMPIC_RUNS = 3
@@ -115,7 +122,29 @@ def run_of_log(log: str, verdict: Path | str) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-def build_rows(rouge: Path | None, metrics: Sequence[Path], compliance: Sequence[Path]) -> list[dict[str, Any]]:
+def package_row(check: dict[str, Any]) -> dict[str, Any]:
+    """The package checker's verdict on the submission package (rules/submission.smk)."""
+    bypass = " with --rcp-bypass" if check.get("rcp_bypass") else ""
+    return {"workload": "submission package", "metric": f"mlperf-logging package checker, ruleset {check['ruleset']}"
+            f"{bypass}", "value": "PASS" if check["passed"] else "FAIL", "passed": bool(check["passed"]),
+            "note": check.get("reason") or "; ".join(check.get("warnings", []))}
+
+
+def add_summary(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The summarizer's score and RCP outcome on the row of the workload each benchmark's runs came from."""
+    by_workload = {row["workload"]: row for row in rows}
+    for entry in summary["benchmarks"]:
+        row = by_workload.get(entry["workload"])
+        if row is None:
+            continue
+        score = entry.get("time_to_train_min")
+        row["mlperf_time_to_train_min"] = round(score, 6) if score is not None else "no score"
+        row["rcp"] = entry.get("rcp", "")
+        row["rcp_scaling_factor"] = entry.get("rcp_scaling_factor") if entry.get("rcp_scaling_factor") is not None else ""
+
+
+def build_rows(rouge: Path | None, metrics: Sequence[Path], compliance: Sequence[Path],
+               package_check: Path | None = None, summary: Path | None = None) -> list[dict[str, Any]]:
     verdicts: dict[tuple[str, int], bool] = {}
     for path in compliance:
         data = read_json(path, "compliance verdict", ("passed", "log"))
@@ -125,6 +154,10 @@ def build_rows(rouge: Path | None, metrics: Sequence[Path], compliance: Sequence
         run = read_json(path, "training metrics", ("workload", "seed", "status", "time_to_train_s"))
         by_workload.setdefault(run["workload"], []).append(run)
     rows = [training_row(w, runs, verdicts) for w, runs in sorted(by_workload.items())]
+    if summary is not None:
+        add_summary(rows, read_json(summary, "submission summary", ("benchmarks",)))
+    if package_check is not None:
+        rows.append(package_row(read_json(package_check, "package check verdict", ("passed", "ruleset"))))
     if rouge is not None:
         rows += rouge_rows(read_json(rouge, "ROUGE scores", ("targets", "gen_num")))
     return [{c: row.get(c, "") for c in COLUMNS} for row in rows]
@@ -154,10 +187,12 @@ def _body(argv: Sequence[str] | None) -> int:
     p.add_argument("--rouge", type=Path, help="rouge.json of rouge_score_eval")
     p.add_argument("--metrics", type=Path, nargs="*", default=[], help="metrics.json of each training run")
     p.add_argument("--compliance", type=Path, nargs="*", default=[], help="verdicts of workflow_scripts.scoring.compliance")
+    p.add_argument("--package-check", type=Path, help="package_check.json of workflow_scripts.scoring.package_check")
+    p.add_argument("--summary", type=Path, help="summary.json of workflow_scripts.scoring.package_check summarize")
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
     args = p.parse_args(argv)
-    rows = build_rows(args.rouge, args.metrics, args.compliance)
+    rows = build_rows(args.rouge, args.metrics, args.compliance, args.package_check, args.summary)
     if not rows:
         raise PipelineInputError("score table: no inputs (give --rouge and/or --metrics)")
     with atomic_open(args.out_csv, "w") as handle:
