@@ -99,12 +99,14 @@ def test_pretrain_log_with_reference_hyperparameters_passes_405b_rules(tmp_path)
 @pytest.mark.parametrize("recipe", ["llama31_8b_pretrain_8xh100_bf16", "llama31_8b_pretrain_8xh100_fp8"])
 def test_pretrain_log_of_the_8b_recipes_passes_8b_rules(tmp_path, recipe):
     """The recipes' logged values (the trainer's mapping, PretrainHyperparameters.from_config) pass closed_llama31_8b
-    of rulesets 5.1.0 and 6.0.0: sequence 8192, 1,024 evaluation sequences, max_steps 1,200,000, decay, AdamW."""
+    of rulesets 5.1.0, 6.0.0 and 6.1.0 (its precision and layout disclosure): sequence 8192, 1,024 evaluation
+    sequences, max_steps 1,200,000, decay, AdamW."""
     from workflow_scripts.scoring.mlperf_log import PretrainHyperparameters, PretrainRunLog
     from workflow_scripts.train.train_config import build_config
 
     cfg = build_config(recipe, {})
-    hp = PretrainHyperparameters.from_config(cfg, gradient_accumulation_steps=4, eval_samples=cfg.eval_samples)
+    hp = PretrainHyperparameters.from_config(cfg, gradient_accumulation_steps=4, eval_samples=cfg.eval_samples,
+                                             attention_fp8=cfg.fp8_attention)
     log = PretrainRunLog(tmp_path / "r.txt")
     log.benchmark = cfg.benchmark_name
     log.init(Submission(), hp)
@@ -115,6 +117,6 @@ def test_pretrain_log_of_the_8b_recipes_passes_8b_rules(tmp_path, recipe):
     log.evaluation(3.29, 24576)
     log.run_stop(24576, True)
     log.close()
-    for ruleset in ("5.1.0", "6.0.0"):
+    for ruleset in ("5.1.0", "6.0.0", "6.1.0"):
         verdict = check_log(tmp_path / "r.txt", "llama31_8b", ruleset)
         assert verdict.passed, verdict.checker_output

@@ -12,6 +12,7 @@ from typing import Any
 
 from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.data import c4_layout
+from workflow_scripts.scoring.compliance import DEFAULT_RULESET
 
 DEMO_DIR = "results/demo"
 # Each slow rule's `benchmark:` file (wall time, memory); a run output like any other, so it is not tracked.
@@ -54,8 +55,8 @@ TRAIN_KEPT_DIR = {"lora": "adapter", "pretrain": "checkpoint", "sft": "adapter"}
 INFERENCE_DIR = "results/inference"
 SCORES_DIR = "results/scores"
 COMPLIANCE_DIR = f"{SCORES_DIR}/compliance"
-# The MLPerf Training ruleset the llama2_70b_lora logs are checked against (rules/compliance.smk).
-COMPLIANCE_RULESET = "6.1.0"
+# The MLPerf Training ruleset the llama2_70b_lora logs are checked against (rules/compliance.smk): the checker's.
+COMPLIANCE_RULESET = DEFAULT_RULESET
 REPORT_DIR = "results/report"
 # The MLPerf submission package (results/submission/<submitter>/) and the official tools' verdicts beside it.
 SUBMISSION_DIR = "results/submission"

@@ -66,6 +66,42 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Disclosure:
+    """The keys ruleset 6.1.0 requires of every training log: lowest precision per part and the parallel layout."""
+
+    precision_linear: str = "fp32"
+    precision_attn: str = "fp32"
+    precision_comm: str = "fp32"
+    tensor_parallelism: int = 1
+    pipeline_parallelism: int = 1
+    context_parallelism: int = 1
+    expert_parallelism: int = 1
+    micro_batch_size: int = 1
+    config_filename: str = ""
+
+    @classmethod
+    def from_config(cls, cfg, attention_fp8: bool) -> "Disclosure":
+        """fp8 runs keep bf16 communication, and bf16 attention where FP8 attention is off."""
+        precision = {"fp32": "fp32", "bf16": "bfloat16", "fp8": "fp8"}[cfg.precision]
+        fp8 = cfg.precision == "fp8"
+        return cls(precision_linear=precision, precision_attn="bfloat16" if fp8 and not attention_fp8 else precision,
+                   precision_comm="bfloat16" if fp8 else precision, tensor_parallelism=cfg.tensor_parallel,
+                   pipeline_parallelism=cfg.pipeline_parallel, micro_batch_size=cfg.micro_batch_size,
+                   config_filename=cfg.recipe)
+
+    def log(self, run_log: "MLPerfLog") -> None:
+        run_log.event("lowest_numerical_precision_in_linear", self.precision_linear)
+        run_log.event("lowest_numerical_precision_in_attn", self.precision_attn)
+        run_log.event("lowest_numerical_precision_in_comm", self.precision_comm)
+        run_log.event("tensor_parallelism", self.tensor_parallelism)
+        run_log.event("pipeline_parallelism", self.pipeline_parallelism)
+        run_log.event("context_parallelism", self.context_parallelism)
+        run_log.event("expert_parallelism", self.expert_parallelism)
+        run_log.event("micro_batch_size", self.micro_batch_size)
+        run_log.event("config_filename", self.config_filename)
+
+
+@dataclass(frozen=True)
 class LoraHyperparameters:
     global_batch_size: int
     learning_rate: float
@@ -178,16 +214,18 @@ class PretrainHyperparameters:
     seed: int
     max_steps: int
     init_checkpoint_step: int = 0
+    disclosure: Disclosure = Disclosure()
 
     @classmethod
-    def from_config(cls, cfg, gradient_accumulation_steps: int, eval_samples: int) -> "PretrainHyperparameters":
+    def from_config(cls, cfg, gradient_accumulation_steps: int, eval_samples: int,
+                    attention_fp8: bool = False) -> "PretrainHyperparameters":
         """The logged values of a pretraining TrainConfig (decay over max_steps - warmup, as the reference)."""
         return cls(global_batch_size=cfg.global_batch_size, max_sequence_length=cfg.seq_length, learning_rate=cfg.lr,
                    end_learning_rate=cfg.min_lr, warmup_steps=cfg.warmup_steps,
                    decay_steps=cfg.max_steps - cfg.warmup_steps, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
                    epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay, gradient_clip_norm=cfg.clip_grad,
                    gradient_accumulation_steps=gradient_accumulation_steps, eval_samples=eval_samples, seed=cfg.seed,
-                   max_steps=cfg.max_steps)
+                   max_steps=cfg.max_steps, disclosure=Disclosure.from_config(cfg, attention_fp8))
 
 
 class PretrainRunLog(RunLog):
@@ -215,6 +253,7 @@ class PretrainRunLog(RunLog):
         self.event("max_steps", hp.max_steps)  # llama31_8b checks it (the schedule's length)
         self.event(C.SEED, hp.seed)
         self.event("init_checkpoint_step", hp.init_checkpoint_step)
+        hp.disclosure.log(self)
 
     def run_stop(self, samples_count: int, success: bool) -> None:
         super().run_stop(samples_count, success)

@@ -74,23 +74,21 @@ class OutputsMixin:
         return log
 
     def _hyperparameters(self):
-        from workflow_scripts.scoring.mlperf_log import LoraHyperparameters, PretrainHyperparameters
+        from workflow_scripts.scoring.mlperf_log import Disclosure, LoraHyperparameters, PretrainHyperparameters
 
         cfg = self.cfg
         if cfg.workload == "pretrain":
-            return PretrainHyperparameters.from_config(cfg, self.accum, self.valid_count)
-        precision = {"fp32": "fp32", "bf16": "bfloat16", "fp8": "fp8"}[cfg.precision]
+            return PretrainHyperparameters.from_config(cfg, self.accum, self.valid_count, fp8_attention(cfg))
+        disclosure = Disclosure.from_config(cfg, fp8_attention(cfg))
         return LoraHyperparameters(
             global_batch_size=cfg.global_batch_size, learning_rate=cfg.lr, training_steps=cfg.max_steps,
             weight_decay=cfg.weight_decay, gradient_clip_norm=cfg.clip_grad,
             lora_rank=cfg.lora.rank if cfg.lora else 0, lora_alpha=cfg.lora.alpha if cfg.lora else 0,
             gradient_accumulation_steps=self.accum, train_samples=len(self.train_rows) if self.train_rows else 0,
-            eval_samples=self.valid_count, seed=cfg.seed, config_filename=cfg.recipe,
-            precision_linear=precision,
-            precision_attn=precision if cfg.precision != "fp8" or fp8_attention(cfg) else "bfloat16",
-            precision_comm=precision if cfg.precision != "fp8" else "bfloat16",
-            tensor_parallelism=cfg.tensor_parallel, pipeline_parallelism=cfg.pipeline_parallel,
-            micro_batch_size=cfg.micro_batch_size)
+            eval_samples=self.valid_count, seed=cfg.seed, config_filename=disclosure.config_filename,
+            precision_linear=disclosure.precision_linear, precision_attn=disclosure.precision_attn,
+            precision_comm=disclosure.precision_comm, tensor_parallelism=disclosure.tensor_parallelism,
+            pipeline_parallelism=disclosure.pipeline_parallelism, micro_batch_size=disclosure.micro_batch_size)
 
     def finish(self, step: int, status: str, progress: dict[str, Any]) -> None:
         """Final artifacts, each renamed into place; metrics.json last."""
