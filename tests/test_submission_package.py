@@ -133,7 +133,8 @@ def test_nine_runs_fail_naming_the_count(ten_runs, tmp_path):
 
 
 def test_tampered_logs(ten_runs, tmp_path):
-    """One non-compliant file of 10 is accepted under olympic scoring (the official rule, with a warning); two fail."""
+    """A tampered (non-compliant) result fails the package naming it: the official checker accepts one such file
+    of 10 under olympic scoring with a warning (recorded as official_passed), two it fails itself."""
     out, _ = _package(tmp_path, ten_runs[1])
     folder = out / "results/sys1/llama2_70b_lora"
     for i in (0, 1):
@@ -141,8 +142,11 @@ def test_tampered_logs(ten_runs, tmp_path):
         path.write_text(path.read_text().replace('"key": "lora_rank", "value": 16', '"key": "lora_rank", "value": 8'))
         check = P.check(out, "6.1.0", rcp_bypass=False)
         if i == 0:
-            assert check["passed"] and "1 file does not comply, accepting this under olympic scoring" in check["warnings"]
+            assert check["official_passed"] and "1 file does not comply, accepting this under olympic scoring" in check["warnings"]
+            assert not check["passed"] and check["noncompliant_results"] == ["sys1/llama2_70b_lora/result_0.txt"]
+            assert check["reason"].startswith("sys1/llama2_70b_lora/result_0.txt: not compliant")
     assert not check["passed"] and "2 files do not comply, directory cannot be accepted" in check["reason"]
+    assert check["noncompliant_results"] == ["sys1/llama2_70b_lora/result_0.txt", "sys1/llama2_70b_lora/result_1.txt"]
 
 
 def test_system_json_missing_a_required_field_fails(ten_runs, tmp_path):

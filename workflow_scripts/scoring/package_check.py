@@ -74,6 +74,19 @@ def rcp_results(output: str) -> dict[str, dict[str, Any]]:
     return results
 
 
+def noncompliant_results(output: str) -> list[str]:
+    """Result files (relative to the package's results/) whose compliance run reported a failed check."""
+    bad: list[str] = []
+    current = ""
+    for line in output.splitlines():
+        if "Running compliance on file:" in line:
+            current = line.split("Running compliance on file:", 1)[1].strip()
+            current = current.split("/results/", 1)[-1]
+        elif current and "CHECK for" in line and "failed" in line and current not in bad:
+            bad.append(current)
+    return bad
+
+
 def verdict(output: str) -> tuple[bool, str]:
     """(passed, why not in one line) from the checker's output; no verdict line at all (a crash) is a failure."""
     tail = output.strip().splitlines()[-6:]
@@ -101,8 +114,14 @@ def check(package: Path, ruleset: str, rcp_bypass: bool) -> dict[str, Any]:
         proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
         output = (proc.stdout + proc.stderr).replace(str(copy), str(package)).replace(tmp, "<tmp>")
         scaling = scaling_factors(copy)
-    passed, reason = verdict(output)
-    return {"passed": passed, "reason": reason, "ruleset": ruleset, "rcp_bypass": rcp_bypass,
+    official, reason = verdict(output)
+    bad = noncompliant_results(output)
+    passed = official and not bad
+    if official and bad:
+        reason = (f"{', '.join(bad)}: not compliant with the {ruleset} rules (the official checker accepts one such "
+                  f"file under olympic scoring, with a warning; a non-compliant result is a broken or edited run)")
+    return {"passed": passed, "official_passed": official, "noncompliant_results": bad, "reason": reason,
+            "ruleset": ruleset, "rcp_bypass": rcp_bypass,
             "package": str(package), "errors": message_lines(output, "ERROR"),
             "warnings": message_lines(output, "WARNING"), "rcp": rcp_results(output), "rcp_scaling": scaling,
             "checker_output": output}
