@@ -77,13 +77,14 @@ def test_every_profile_entry_is_commented_and_partitions_are_site_edits(repo):
     gpu_rules = profile["set-resources"]
     assert set(gpu_rules) == {"train_lora", "train_pretrain", "train_sft", "generate", "verify_conversion"}
     for rule, res in gpu_rules.items():
-        # Site facts only: what a job asks for (GPUs, memory, walltime, nodes) the workflow derives from its config.
-        assert res["slurm_partition"] == "h100" and res["gpu_model"] == "h100", rule
-        assert set(res) <= {"slurm_partition", "gpu_model", "cpus_per_gpu", "slurm_extra"}, rule
-    # The GPU type and the GPU partition are each written once (YAML anchors carry them to every GPU rule).
+        # Site facts only: what a job asks for (GPUs, memory, walltime, nodes) the workflow derives from its config;
+        # the GPU type is the GPU partition's (a gpu_model would turn a CPU-sized job into --gpus=<type>:0).
+        assert res["slurm_partition"] == "h100" and "gpu_model" not in res, rule
+        assert set(res) <= {"slurm_partition", "cpus_per_gpu", "slurm_extra"}, rule
+    # The GPU partition is written once (a YAML anchor carries it to every GPU rule), as is the CPU partition.
     text = (repo / PROFILE / "config.yaml").read_text()
-    assert len(re.findall(r"^\s*gpu_model:", text, flags=re.M)) == 1 and text.count('"h100"') == 2
-    assert len(re.findall(r"^\s*slurm_partition:", text, flags=re.M)) == 2  # the CPU and the GPU partition
+    assert re.findall(r"^\s*slurm_partition: (.*)$", text, flags=re.M) == ['"cpu"', '"h100"']
+    assert not re.findall(r"^\s*(gpu_model|gres|gpu|mem_mb|runtime|nodes):", text.split("set-resources:")[1], flags=re.M)
 
 
 def test_profile_settings_survive_the_default_workflow_profile(repo, monkeypatch):
@@ -169,8 +170,8 @@ def test_dry_run_of_70b_lora_config_derives_gpus_memory_and_conversion_layout(pl
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     shown = {rule: dict(item.split("=", 1) for item in res.split(", ")) for rule, res in _job_resources(out)}
-    assert {k: shown["train_lora"][k] for k in ("gpu", "mem_mb", "nodes", "gpu_model")} == \
-        {"gpu": "8", "mem_mb": "960000", "nodes": "1", "gpu_model": "h100"}
+    assert {k: shown["train_lora"][k] for k in ("gpu", "mem_mb", "nodes", "slurm_partition")} == \
+        {"gpu": "8", "mem_mb": "960000", "nodes": "1", "slurm_partition": "h100"}
     assert shown["generate"]["gpu"] == "8" and shown["verify_conversion"]["gpu"] == "1"
     assert "--tp 4 --pp 1 --spec te" in out
 
