@@ -7,8 +7,8 @@ from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.core.runtime import export_interpreter_path, export_package_path
 from workflow_scripts.dag import layout as paths
 from workflow_scripts.dag.layout import Layout
-from workflow_scripts.dag.train_jobs import (conversion, demo_base_overrides, generate_resources, index_cache_overrides,
-                                             train_jobs, verify_resources)
+from workflow_scripts.dag.train_jobs import (conversion, data_length_mismatches, demo_base_overrides, generate_resources,
+                                             index_cache_overrides, train_jobs, verify_resources)
 
 
 export_package_path(workflow.basedir)
@@ -31,6 +31,8 @@ try:
     SUBMISSION_RUNS = L.submission_runs({w: job.cfg.benchmark_name for w, job in TRAIN.items()})
 except PipelineInputError as err:
     raise WorkflowError(f"invalid config: {err}")
+for _warning in data_length_mismatches(L, TRAIN):
+    logger.warning(f"config: {_warning}")
 
 
 wildcard_constraints:

@@ -1,6 +1,8 @@
 """workflow_scripts/dag: the DAG's layout and its training jobs, derived from the config at parse time."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from workflow_scripts.core.errors import PipelineInputError
@@ -78,11 +80,15 @@ def test_a_conversion_layout_other_than_the_training_recipes_is_refused_by_key(r
         conversion(layout, train_jobs(layout))
 
 
-def test_packed_rows_of_another_length_than_the_recipes_sequence_are_refused_by_key(repo):
-    with pytest.raises(PipelineInputError, match=r"govreport\.seq_length = 1024 but train\.lora .* sequences of 512"):
-        train_jobs(_layout(repo, govreport__seq_length=1024))
-    with pytest.raises(PipelineInputError, match=r"ultrachat\.seq_length = 100 but train\.sft"):
-        train_jobs(_layout(repo, ultrachat__seq_length=100))
+def test_packed_rows_of_another_length_than_the_recipes_sequence_are_named_by_key(repo):
+    from workflow_scripts.dag.train_jobs import data_length_mismatches
+
+    layout = _layout(repo, govreport__seq_length=1024, ultrachat__seq_length=100)
+    found = data_length_mismatches(layout, train_jobs(layout))
+    assert len(found) == 2
+    assert re.match(r"govreport\.seq_length = 1024 but train\.lora .* sequences of 512", found[0])
+    assert found[1].startswith("ultrachat.seq_length = 100 but train.sft")
+    assert not data_length_mismatches(_layout(repo), train_jobs(_layout(repo)))
 
 
 def test_submission_takes_the_mlperf_benchmark_workloads_only(repo):

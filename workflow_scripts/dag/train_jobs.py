@@ -146,20 +146,21 @@ def train_job(layout: Layout, workload: str) -> TrainJob:
 PACKED_DATA = {"lora": "govreport", "sft": "ultrachat"}
 
 
-def check_data_length(layout: Layout, job: TrainJob) -> None:
-    """Packed rows must be as long as the recipe's sequence (the trainer refuses other rows, but only at its start)."""
-    section = PACKED_DATA.get(job.workload)
-    if section and layout.config[section]["seq_length"] != job.cfg.seq_length:
-        raise PipelineInputError(
-            f"{section}.seq_length = {layout.config[section]['seq_length']} but train.{job.workload} (recipe "
-            f"{job.cfg.recipe!r}) trains on sequences of {job.cfg.seq_length}; make them equal")
+def data_length_mismatches(layout: Layout, jobs: dict[str, TrainJob]) -> list[str]:
+    """Packed rows that are not as long as the recipe's sequence: the training job would refuse them at its start.
+    A warning at parse time, not an error: a DAG that only prepares data at another length is a valid run."""
+    out = []
+    for job in jobs.values():
+        section = PACKED_DATA.get(job.workload)
+        if section and layout.config[section]["seq_length"] != job.cfg.seq_length:
+            out.append(f"{section}.seq_length = {layout.config[section]['seq_length']} but train.{job.workload} "
+                       f"(recipe {job.cfg.recipe!r}) trains on sequences of {job.cfg.seq_length}: its job would "
+                       f"refuse the rows; make them equal")
+    return out
 
 
 def train_jobs(layout: Layout) -> dict[str, TrainJob]:
-    jobs = {w: train_job(layout, w) for w in layout.train_workloads()}
-    for job in jobs.values():
-        check_data_length(layout, job)
-    return jobs
+    return {w: train_job(layout, w) for w in layout.train_workloads()}
 
 
 def index_cache_overrides(job: TrainJob) -> str:
