@@ -13,9 +13,7 @@ def test_demo_conversion_passes_parity(demo_run):
     assert parity["argmax_agreement"] == 1.0
     assert parity["logits_shape"][-1] == config["demo"]["llama_vocab_size"]
     meta = json.loads((demo_run / "results/convert/llama_mcore/model_config.json").read_text())
-    # The conversion's layout is the LoRA recipe's (workflow_scripts/dag/train_jobs.py conversion).
-    from workflow_scripts.train.train_config import build_config
-
-    lora = build_config(config["train"]["lora"]["recipe"], {})
-    assert meta["tensor_model_parallel_size"] == lora.tensor_parallel and meta["spec"] == lora.spec
+    # The conversion's layout is the LoRA run's (workflow_scripts/dag/train_jobs.py conversion).
+    lora = json.loads((demo_run / "results/train/lora/seed1234/resolved_config.json").read_text())
+    assert meta["tensor_model_parallel_size"] == lora["tensor_parallel"] and meta["spec"] == lora["spec"]
     assert "100.0%" in (demo_run / "logs/convert/hf_to_mcore.log").read_text()
