@@ -6,7 +6,7 @@ submission_*, hyperparameters, init_stop, run_start, blocks with train_loss, eva
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -185,15 +185,7 @@ class LoraRunLog(RunLog):
         self.event(C.EVAL_SAMPLES, hp.eval_samples)
         self.event(C.GRADIENT_ACCUMULATION_STEPS, hp.gradient_accumulation_steps)
         self.event(C.SEED, hp.seed)
-        self.event("lowest_numerical_precision_in_linear", hp.precision_linear)
-        self.event("lowest_numerical_precision_in_attn", hp.precision_attn)
-        self.event("lowest_numerical_precision_in_comm", hp.precision_comm)
-        self.event("tensor_parallelism", hp.tensor_parallelism)
-        self.event("pipeline_parallelism", hp.pipeline_parallelism)
-        self.event("context_parallelism", hp.context_parallelism)
-        self.event("expert_parallelism", hp.expert_parallelism)
-        self.event("micro_batch_size", hp.micro_batch_size)
-        self.event("config_filename", hp.config_filename)
+        Disclosure(**{f.name: getattr(hp, f.name) for f in fields(Disclosure)}).log(self)
 
 
 @dataclass(frozen=True)
