@@ -91,3 +91,57 @@ def test_bad_sample_list(tmp_path):
     pd.DataFrame({"tok_input": [[1], []]}).to_pickle(bad)
     with pytest.raises(PipelineInputError, match="bad.pkl: row 1: empty tok_input"):
         G.read_prompts(bad)
+
+
+def test_fast_engine_equals_static_path_for_every_sample(model, monkeypatch):
+    """decode_engine.py (left padding, one-pass prefill, fixed-shape cache, GQA rows, dropping finished rows) gives
+    the reference path's greedy tokens for every sample, with EOS stopping rows mid-batch and min_new_tokens > 1."""
+    from workflow_scripts.inference import decode_engine as D
+
+    model, cfg = model
+    gen = torch.Generator().manual_seed(8)
+    prompts = [torch.randint(5, 300, (int(n),), generator=gen).tolist() for n in torch.randint(1, 40, (24,), generator=gen)]
+    free = G.generate_all(model, cfg.vocab_size, prompts, 12, eos_id=0, batch_size=24, engine="static")
+    # Row 0's third token as EOS, and 20 copies of row 0: batches where most rows stop at once (and are dropped).
+    eos = free[0][2]
+    prompts += [prompts[0]] * 20
+    dropped = []
+    keep = D.KVCache.keep
+    monkeypatch.setattr(D.KVCache, "keep", lambda self, rows: (dropped.append(len(rows)), keep(self, rows)))
+    monkeypatch.setattr(D, "KV_BLOCK", 4)  # several attention lengths within a short run
+    monkeypatch.setattr(D, "CHECK_EVERY", 3)
+    for batch, min_new in ((24, 1), (5, 2)):
+        expected = G.generate_all(model, cfg.vocab_size, prompts, 12, eos, min_new, batch, engine="static")
+        assert 20 < sum(len(o) < 12 for o in expected) < len(prompts)
+        assert all(len(o) >= min_new for o in expected)
+        fast = [G.generate_rows(model, cfg.vocab_size, prompts, [[r]], 12, eos, min_new)[r] for r in range(3)]
+        assert fast == expected[:3]
+        assert G.generate_all(model, cfg.vocab_size, prompts, 12, eos, min_new, batch, engine="fast") == expected
+    assert dropped, "no batch dropped its finished rows: the compaction path went untested"
+
+
+def test_fast_engine_check_every_step_drops_rows_as_they_finish(model):
+    from workflow_scripts.inference.decode_engine import generate_batch_fast
+
+    model, cfg = model
+    prompts = _prompts()
+    eos = G.generate_uncached(model, cfg.vocab_size, prompts[0], 10, eos_id=0)[2]
+    expected = [G.generate_uncached(model, cfg.vocab_size, p, 10, eos_id=eos) for p in prompts]
+    assert generate_batch_fast(model, cfg.vocab_size, prompts, 10, eos, check_every=1) == expected
+
+
+def test_batch_size_auto_and_its_kv_cache_estimate(model):
+    import argparse
+
+    from workflow_scripts.inference.batch_size import AUTO, CPU_ROWS, kv_bytes_per_row, parse_batch_size, resolve_batch_size
+    from workflow_scripts.inference.decode_engine import KVCache
+
+    model, _ = model
+    assert parse_batch_size("auto") == AUTO and parse_batch_size("12") == 12
+    for bad in ("0", "-3", "eight"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive integer or 'auto'"):
+            parse_batch_size(bad)
+    assert resolve_batch_size(AUTO, model, 100) == CPU_ROWS and resolve_batch_size(5, model, 100) == 5
+    cache = KVCache(model, 3, 100, torch.float32, torch.device("cpu"))
+    allocated = sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
+    assert kv_bytes_per_row(model, 100) * 3 == allocated

@@ -31,3 +31,31 @@ def test_demo_generation_rouge_and_score_table(demo_run):
     rows = list(csv.DictReader(open(demo_run / "results/scores/scores.csv")))
     assert {"llama2-70b-99", "llama2-70b-99.9"} <= {r["workload"] for r in rows}
     assert "| llama2-70b-99 |" in (demo_run / "results/scores/scores.md").read_text()
+
+
+def test_demo_generation_fast_engine_equals_the_static_reference_path_for_every_sample(demo_run, tmp_path):
+    """The DAG's generation (decode_engine.py, the default) against megatron's StaticInferenceContext path run on the
+    same converted demo model and samples, CPU fp32: the same greedy tokens for every sample."""
+    import subprocess
+    import sys
+
+    from workflow_scripts.dag.layout import Layout
+    from workflow_scripts.plan.planner import load_config
+
+    config = load_config(demo_run, [])
+    layout = Layout(config, check_inputs=False)
+    stats = json.loads((demo_run / "results/inference/generate.json").read_text())
+    assert stats["engine"] == "fast" and stats["batch_size_requested"] == "auto" and stats["batch_size"] == 8
+    out = tmp_path / "static"
+    args = ["--mcore", layout.inference_checkpoint(), "--samples", layout.inference_samples(),
+            "--tokenizer", layout.openorca_tokenizer(), "--eos-token", config["inference"]["eos_token"],
+            "--out", str(out / "acc.json"), "--summary", str(out / "summary.txt"), "--detail", str(out / "detail.txt"),
+            "--stats", str(out / "stats.json"), "--max-new-tokens", str(stats["max_new_tokens"]),
+            "--min-new-tokens", str(stats["min_new_tokens"]), "--batch-size", "8", "--limit", str(stats["samples"]),
+            "--tp", "1", "--threads", "1", "--engine", "static"]
+    subprocess.run([sys.executable, "-m", "workflow_scripts.inference.generate", *args], cwd=demo_run, check=True,
+                   capture_output=True, timeout=600)
+    reference = read_accuracy_log(out / "acc.json")
+    fast = read_accuracy_log(demo_run / "results/inference/mlperf_log_accuracy.json")
+    assert len(reference) == stats["samples"] and fast == reference
+

@@ -19,7 +19,7 @@ import torch
 @torch.no_grad()
 def first_step_logits(model, vocab_size: int, prompts: list[list[int]]) -> torch.Tensor:
     """Logits of the first generated position of each prompt (full forward, no cache), [samples, vocab]."""
-    from workflow_scripts.inference.generate import _forward
+    from workflow_scripts.inference.static_decode import _forward
 
     device = next(model.parameters()).device
     return torch.stack([_forward(model, torch.tensor([p], device=device), 0)[0, -1, :vocab_size].float().cpu()

@@ -2,16 +2,15 @@
 
     python -m workflow_scripts.inference.generate --mcore results/convert/llama_mcore --samples open_orca...sampled_N.pkl
         --tokenizer tokenizer.json --eos-token '</s>' --out mlperf_log_accuracy.json --summary mlperf_log_summary.txt
-        --detail mlperf_log_detail.txt --stats generate.json --max-new-tokens 1024 --min-new-tokens 1 --batch-size 8
+        --detail mlperf_log_detail.txt --stats generate.json --max-new-tokens 1024 --min-new-tokens 1 --batch-size auto
         --limit N --tp 1 --threads N
 
 Greedy as the reference SUT (num_beams 1, no sampling, min 1 / max 1024 new tokens, stop at EOS). Prompts are the
-`tok_input` column, run in batches of similar length. The KV cache is megatron-core's StaticInferenceContext: its
-buffers are allocated here (megatron would put them on torch.cuda.current_device(), absent on CPU). As megatron's
-static text-generation controller does, a batch is prefilled up to its shortest prompt, then advances one position
-per step, feeding the prompt's own token where a longer prompt has not ended yet, so no padding and no masks are
-needed; finished samples are dropped from the batch and the cache. Each sample's output is its generated ids up to
-and including EOS.
+`tok_input` column, run in batches of similar length. The default engine is decode_engine.py (left-padded prompts
+prefilled in one pass, a fixed-shape KV cache of rotated keys, no host wait per token); `--engine static` runs the
+reference path, megatron-core's StaticInferenceContext (static_decode.py). `--batch-size auto` (the default) takes on
+a GPU the most rows whose KV cache fits the memory left after the model (batch_size.py), 8 on CPU. Each sample's
+output is its generated ids up to and including EOS.
 
 The run is a LoadGen test, Offline scenario in accuracy mode (loadgen_run.py): LoadGen issues the sample list as one
 query, the outputs answer it, and LoadGen writes mlperf_log_accuracy.json (qsl_idx = row of the sample list),
@@ -40,8 +39,12 @@ from workflow_scripts.core.cli import run_main
 from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.inference.generate_shards import check_layout
 from workflow_scripts.core.progress import Progress
+from workflow_scripts.inference.batch_size import parse_batch_size, resolve_batch_size
+from workflow_scripts.inference.decode_engine import generate_batch_fast
+from workflow_scripts.inference.static_decode import generate_batch, generate_uncached  # noqa: F401 (tests, benchmarks)
 
 log = logging.getLogger("generate")
+ENGINES = {"fast": generate_batch_fast, "static": generate_batch}
 
 
 def read_prompts(samples: Path | str, vocab_size: int | None = None) -> list[list[int]]:
@@ -58,104 +61,6 @@ def read_prompts(samples: Path | str, vocab_size: int | None = None) -> list[lis
     return prompts
 
 
-def _forward(model, tokens: torch.Tensor, start: int, context=None) -> torch.Tensor:
-    """Logits [b, s, v] of `tokens` placed at positions start.. (causal mask; with a cache only the last position)."""
-    from workflow_scripts.model.megatron_cpu_compat import causal_attention_mask
-
-    batch, seq = tokens.shape
-    positions = torch.arange(start, start + seq, device=tokens.device).unsqueeze(0).expand(batch, seq)
-    mask = causal_attention_mask(seq, tokens.device) if context is None or start == 0 else None
-    extra = {} if context is None else {"inference_context": context, "runtime_gather_output": True}
-    return model(tokens, positions, mask, **extra)
-
-
-def _new_context(model, batch: int, max_seq: int, dtype: torch.dtype, device: torch.device):
-    """A static KV cache with its buffers already allocated on `device`, [max_seq, batch, groups, head_dim] per layer."""
-    from megatron.core.inference.contexts.static_context import StaticInferenceContext
-
-    context = StaticInferenceContext(batch, max_seq)
-    for layer in model.decoder.layers:
-        attention = layer.self_attention
-        groups = attention.num_query_groups_per_partition
-        shape_k = (max_seq, batch, groups, attention.key_hidden_size)
-        shape_v = (max_seq, batch, groups, attention.val_hidden_size)
-        context.key_value_memory_dict[attention.layer_number] = (
-            torch.zeros(shape_k, dtype=dtype, device=device), torch.zeros(shape_v, dtype=dtype, device=device))
-    return context
-
-
-def _keep_rows(context, keep: torch.Tensor) -> None:
-    """Drop finished samples from every layer's cache (rows of the batch dimension)."""
-    for number, (keys, values) in context.key_value_memory_dict.items():
-        context.key_value_memory_dict[number] = (keys[:, keep].contiguous(), values[:, keep].contiguous())
-
-
-def _pick(logits: torch.Tensor, vocab_size: int, eos_id: int, suppress_eos: torch.Tensor) -> torch.Tensor:
-    """Greedy next token; EOS is masked for samples that have not yet produced min_new_tokens (HF MinNewTokens)."""
-    logits = logits[:, : vocab_size].float()
-    if bool(suppress_eos.any()):
-        logits[suppress_eos, eos_id] = float("-inf")
-    return logits.argmax(-1)
-
-
-@torch.no_grad()
-def generate_batch(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
-                   min_new_tokens: int = 1) -> list[list[int]]:
-    """Greedy continuations of `prompts` with the KV cache; each ends at its first EOS or after max_new_tokens."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    lengths = [len(p) for p in prompts]
-    total = max(lengths) + max_new_tokens
-    seqs = torch.zeros(len(prompts), total, dtype=torch.long, device=device)
-    for row, ids in enumerate(prompts):
-        seqs[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    lengths_t = torch.tensor(lengths, device=device)
-    context = _new_context(model, len(prompts), total, dtype, device)
-    active = torch.arange(len(prompts), device=device)  # original rows still generating, in cache order
-    outputs: list[list[int]] = [[] for _ in prompts]
-    pos = min(lengths)
-    logits = _forward(model, seqs[:, :pos], 0, context)[:, -1]
-    context.sequence_len_offset = pos
-    while True:
-        produced = pos - lengths_t[active]  # tokens generated so far (negative: still inside the prompt)
-        choice = _pick(logits, vocab_size, eos_id, (produced >= 0) & (produced < min_new_tokens))
-        in_prompt = produced < 0
-        token = torch.where(in_prompt, seqs[active, pos], choice)
-        seqs[active, pos] = token
-        done = torch.zeros_like(in_prompt)
-        for k in (~in_prompt).nonzero().flatten().tolist():
-            row = int(active[k])
-            outputs[row].append(int(token[k]))
-            done[k] = int(token[k]) == eos_id or len(outputs[row]) >= max_new_tokens
-        if bool(done.all()):
-            return outputs
-        if bool(done.any()):
-            keep = (~done).nonzero().flatten()
-            _keep_rows(context, keep)
-            active = active[keep]
-            token = token[keep]
-        logits = _forward(model, token.unsqueeze(1), pos, context)[:, -1]
-        pos += 1
-        context.sequence_len_offset = pos
-
-
-@torch.no_grad()
-def generate_uncached(model, vocab_size: int, prompt: list[int], max_new_tokens: int, eos_id: int,
-                      min_new_tokens: int = 1) -> list[int]:
-    """The same greedy rule re-running the whole sequence every step (no cache, batch 1): the test oracle."""
-    device = next(model.parameters()).device
-    seq = torch.tensor([prompt], dtype=torch.long, device=device)
-    out: list[int] = []
-    while len(out) < max_new_tokens:
-        logits = _forward(model, seq, 0)[:, -1]
-        token = int(_pick(logits, vocab_size, eos_id, torch.tensor([len(out) < min_new_tokens], device=device))[0])
-        out.append(token)
-        if token == eos_id:
-            break
-        seq = torch.cat([seq, torch.tensor([[token]], device=device)], dim=1)
-    return out
-
-
 def length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]:
     """Row indices grouped by prompt length (short prefill waste, similar decode lengths), longest first."""
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
@@ -163,15 +68,17 @@ def length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]
 
 
 def generate_rows(model, vocab_size: int, prompts: list[list[int]], batches: list[list[int]], max_new_tokens: int,
-                  eos_id: int, min_new_tokens: int = 1, what: str = "generate") -> dict[int, list[int]]:
+                  eos_id: int, min_new_tokens: int = 1, what: str = "generate",
+                  engine: str = "fast") -> dict[int, list[int]]:
     """{row: generated ids} of the rows in `batches` (lists of row indices into prompts), one batch at a time."""
+    decode = ENGINES[engine]
     outputs: dict[int, list[int]] = {}
     total = sum(len(rows) for rows in batches)
     progress = Progress(log, what, total=total)
     done = tokens = 0
     for rows in batches:
-        for row, ids in zip(rows, generate_batch(model, vocab_size, [prompts[r] for r in rows], max_new_tokens,
-                                                 eos_id, min_new_tokens)):
+        for row, ids in zip(rows, decode(model, vocab_size, [prompts[r] for r in rows], max_new_tokens, eos_id,
+                                         min_new_tokens)):
             outputs[row] = ids
             tokens += len(ids)
         done += len(rows)
@@ -180,15 +87,15 @@ def generate_rows(model, vocab_size: int, prompts: list[list[int]], batches: lis
 
 
 def generate_all(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
-                 min_new_tokens: int = 1, batch_size: int = 8) -> list[list[int]]:
+                 min_new_tokens: int = 1, batch_size: int = 8, engine: str = "fast") -> list[list[int]]:
     outputs = generate_rows(model, vocab_size, prompts, length_batches(prompts, batch_size), max_new_tokens, eos_id,
-                            min_new_tokens)
+                            min_new_tokens, engine=engine)
     return [outputs[row] for row in range(len(prompts))]
 
 
 def generate_sharded(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
-                     min_new_tokens: int = 1, batch_size: int = 8,
-                     group=None) -> tuple[list[list[int]] | None, dict[str, Any]]:
+                     min_new_tokens: int = 1, batch_size: int = 8, group=None,
+                     engine: str = "fast") -> tuple[list[list[int]] | None, dict[str, Any]]:
     """This rank's data-parallel group generates its dealt batches; rank 0 gets every output in row order (others
     None) and a summary of the layout. Every rank of the job calls this (collective); `group` is gather_group()'s,
     made here when not given."""
@@ -205,7 +112,7 @@ def generate_sharded(model, vocab_size: int, prompts: list[list[int]], max_new_t
     mine = deal_batches(prompts, length_batches(prompts, batch_size), dp, max_new_tokens)[dp_rank]
     start = time.perf_counter()
     local = generate_rows(model, vocab_size, prompts, mine, max_new_tokens, eos_id, min_new_tokens,
-                          what=f"generate dp{dp_rank}/{dp}")
+                          what=f"generate dp{dp_rank}/{dp}", engine=engine)
     log.info("data-parallel group %d/%d: %d samples, %d tokens in %.1f s", dp_rank, dp, len(local),
              sum(map(len, local.values())), time.perf_counter() - start)
     outputs = gather_outputs(local, len(prompts), group, contribute=tp_rank == 0)
@@ -259,10 +166,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", required=True, type=Path, help="JSON with counts, timing and LoadGen's result fields")
     p.add_argument("--max-new-tokens", type=int, required=True)
     p.add_argument("--min-new-tokens", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--batch-size", type=parse_batch_size, required=True,
+                   help="prompts per batch, or 'auto' (the most rows whose KV cache fits the GPU; 8 on CPU)")
     p.add_argument("--limit", type=int, required=True, help="only the first N samples (0 = all)")
     p.add_argument("--tp", type=int, required=True, help="tensor parallel size (torchrun world size / tp = data parallel)")
     p.add_argument("--threads", type=int, required=True, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="fast",
+                   help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
     return p
 
 
@@ -284,6 +194,8 @@ def generate_files(args: argparse.Namespace) -> None:
     longest = max(len(p) for p in prompts) + args.max_new_tokens
     if longest > cfg.max_position_embeddings:
         log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
+    args.rows = resolve_batch_size(args.batch_size, model, longest)  # collective under TP
+    log.info("engine %s, batch size %d (requested %s)", args.engine, args.rows, args.batch_size)
     stats = loadgen_generate(args, model, cfg.vocab_size, prompts, eos)
     if stats is None:
         return  # not global rank 0: its outputs went to rank 0, which answered LoadGen
@@ -311,7 +223,7 @@ def loadgen_generate(args: argparse.Namespace, model, vocab_size: int, prompts: 
         rows = share_rows(run.query_rows() if run is not None else None, group)
         start = time.perf_counter()
         outputs, layout = generate_sharded(model, vocab_size, [prompts[r] for r in rows], args.max_new_tokens, eos,
-                                           args.min_new_tokens, args.batch_size, group)
+                                           args.min_new_tokens, args.rows, group, args.engine)
         seconds = time.perf_counter() - start
         if run is None:
             return None
@@ -332,7 +244,8 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "samples": len(outputs), "generated_tokens": generated, "seconds": round(seconds, 3),
         "tokens_per_second": round(generated / seconds, 2) if seconds else None,
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
-        "min_new_tokens": args.min_new_tokens, "batch_size": args.batch_size, "eos_id": eos, "dtype": DTYPE,
+        "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
+        "batch_size_requested": args.batch_size, "engine": args.engine, "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 

@@ -1,0 +1,213 @@
+"""Greedy decoding of one batch over a megatron-core GPTModel's own modules, with a KV cache of fixed shape.
+
+Why not megatron's StaticInferenceContext (generate.py's `generate_batch`, kept as the reference path): it stores keys
+unrotated and re-rotates the whole cached key tensor on every step, grows the attention's key length by one each step
+(Transformer Engine then re-chooses its attention backend every step), and can only prefill a batch up to its shortest
+prompt. Here:
+
+- prompts are left-padded to the batch's longest and prefilled in one pass (row chunks bound the activations);
+- RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
+- the cache is [rows, kv groups, positions, head dim] per layer, allocated once; each step writes one position and
+  attention reads the cache up to the step's position rounded up to KV_BLOCK (few distinct shapes), masked per row
+  (left padding, future positions), through torch's scaled_dot_product_attention;
+- GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
+- the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
+  steps one flag is read (all rows done -> stop; half of them done -> drop them from the batch and the cache).
+
+Every module it calls is the model's own (embedding, fused norm + QKV, output projection, MLP, final norm, output
+layer, with their tensor-parallel collectives), so TP runs as the model was built. Greedy tokens equal the reference
+path's (tests/test_generate.py compares them for every sample on CPU in fp32).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+KV_BLOCK = 64  # attention reads the cache in whole blocks of positions: one kernel shape per block, not per step
+CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
+PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
+
+
+@dataclass
+class Rows:
+    """The batch's live rows: their original index, left padding and whether each has produced EOS."""
+    index: torch.Tensor
+    pad: torch.Tensor
+    finished: torch.Tensor
+
+    def keep(self, keep: torch.Tensor) -> "Rows":
+        return Rows(self.index[keep], self.pad[keep], self.finished[keep])
+
+
+class KVCache:
+    """Rotated keys and values of every layer of this rank: [rows, groups, positions, head_dim]."""
+
+    def __init__(self, model, rows: int, positions: int, dtype: torch.dtype, device: torch.device):
+        self.keys, self.values = [], []
+        for layer in model.decoder.layers:
+            attention = layer.self_attention
+            groups = attention.num_query_groups_per_partition
+            self.keys.append(torch.zeros(rows, groups, positions, attention.key_hidden_size, dtype=dtype,
+                                         device=device))
+            self.values.append(torch.zeros(rows, groups, positions, attention.val_hidden_size, dtype=dtype,
+                                           device=device))
+
+    def keep(self, keep: torch.Tensor) -> None:
+        """Drop finished rows (one layer at a time, so the copy needs one layer's cache of extra memory)."""
+        for cache in (self.keys, self.values):
+            for i, tensor in enumerate(cache):
+                cache[i] = tensor.index_select(0, keep)
+
+
+class RopeTable:
+    """cos and sin of the model's rotary angles for positions 0..n-1, cast as megatron's unfused RoPE casts them."""
+
+    def __init__(self, model, positions: int, dtype: torch.dtype):
+        angles = model.rotary_pos_emb(positions).reshape(positions, -1)  # [n, rot_dim], fp32
+        self.cos, self.sin = torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
+
+    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for `positions` [rows, s], shaped [s, rows, 1, rot_dim] like megatron's [s, b, heads, dim]."""
+        return (self.cos[positions].transpose(0, 1).unsqueeze(2), self.sin[positions].transpose(0, 1).unsqueeze(2))
+
+
+def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Non-interleaved RoPE (megatron's _apply_rotary_pos_emb_bshd, Llama's rotate_half) over the whole head dim."""
+    x1, x2 = t.chunk(2, dim=-1)
+    return t * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """query [s, b, heads, d] against cached keys/values [b, groups, L, d] under mask [b, 1, s, L] -> [s, b, heads*d]."""
+    s, b, heads, d = query.shape
+    groups = keys.shape[1]
+    if s == 1:  # decode: a group's query heads become rows against its keys (no copy of the cache for GQA)
+        q = query.reshape(b, groups, heads // groups, d)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    else:
+        if groups != heads:
+            keys = keys.repeat_interleave(heads // groups, dim=1)
+            values = values.repeat_interleave(heads // groups, dim=1)
+        out = F.scaled_dot_product_attention(query.permute(1, 2, 0, 3), keys, values, attn_mask=mask)
+    return out.reshape(b, heads, s, d).permute(2, 0, 1, 3).reshape(s, b, heads * d)
+
+
+def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope: tuple, start: int,
+           length: int, mask: torch.Tensor) -> torch.Tensor:
+    """One transformer layer for `hidden` [s, b, h] at cache positions start..start+s-1; attention over 0..length-1."""
+    attention = layer.self_attention
+    query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
+    query, key = _rotate(query, *rope), _rotate(key, *rope)
+    s = hidden.shape[0]
+    keys[:, :, start:start + s] = key.permute(1, 2, 0, 3)
+    values[:, :, start:start + s] = value.permute(1, 2, 0, 3)
+    context = _attend(query, keys[:, :, :length], values[:, :, :length], mask)
+    out, _ = attention.linear_proj(context)
+    hidden = hidden + out
+    out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
+    return hidden + out
+
+
+def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Gathered logits [b, v] of the last position of `hidden` [s, b, h]."""
+    hidden = model.decoder.final_layernorm(hidden[-1:])
+    logits, _ = model.output_layer(hidden, runtime_gather_output=True)
+    return logits[0]
+
+
+def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope: RopeTable) -> torch.Tensor:
+    """Run the left-padded prompts [b, P] through the model, filling cache positions 0..P-1; logits [b, v] of the
+    last prompt token. Pad positions attend only to themselves (a row of all -inf would give NaN keys to mask)."""
+    rows, length = tokens.shape
+    ar = torch.arange(length, device=tokens.device)
+    causal = ar[None, :] <= ar[:, None]
+    chunk = max(1, PREFILL_TOKENS // length)
+    out = []
+    for r0 in range(0, rows, chunk):
+        part, part_pad = tokens[r0:r0 + chunk], pad[r0:r0 + chunk]
+        real_key = (ar[None, :] >= part_pad[:, None])[:, None, :]  # [b, 1, P]
+        mask = (causal[None] & (real_key | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]))
+        positions = (ar[None, :] - part_pad[:, None]).clamp(min=0)
+        hidden = model.embedding(input_ids=part, position_ids=positions)
+        cos_sin = rope.at(positions)
+        for i, layer in enumerate(model.decoder.layers):
+            hidden = _layer(layer, hidden, cache.keys[i][r0:r0 + chunk], cache.values[i][r0:r0 + chunk], cos_sin,
+                            0, length, mask.unsqueeze(1))
+        out.append(_logits(model, hidden))
+    return torch.cat(out)
+
+
+def decode_step(model, token: torch.Tensor, pos: int, rows: Rows, cache: KVCache, rope: RopeTable) -> torch.Tensor:
+    """Feed `token` [b] at cache position `pos`; logits [b, v]. Attention reads positions up to pos, block-rounded."""
+    total = cache.keys[0].shape[2]
+    length = min(total, -(-(pos + 1) // KV_BLOCK) * KV_BLOCK)
+    ar = torch.arange(length, device=token.device)
+    mask = ((ar[None, :] >= rows.pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
+    positions = (pos - rows.pad)[:, None]
+    hidden = model.embedding(input_ids=token[:, None], position_ids=positions)
+    cos_sin = rope.at(positions)
+    for i, layer in enumerate(model.decoder.layers):
+        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], cos_sin, pos, length, mask)
+    return _logits(model, hidden)
+
+
+def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts right-aligned in [b, longest] (pad id 0, masked everywhere) and each row's pad count."""
+    longest = max(len(p) for p in prompts)
+    tokens = torch.zeros(len(prompts), longest, dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        tokens[row, longest - len(ids):] = torch.tensor(ids, dtype=torch.long)
+    pad = torch.tensor([longest - len(p) for p in prompts], dtype=torch.long)
+    return tokens.to(device), pad.to(device)
+
+
+def _greedy(logits: torch.Tensor, vocab_size: int, eos_id: int, suppress_eos: bool) -> torch.Tensor:
+    logits = logits[:, :vocab_size].float()
+    if suppress_eos:  # min_new_tokens: every row of the batch starts generating at the same step
+        logits[:, eos_id] = float("-inf")
+    return logits.argmax(-1)
+
+
+def trim(out: torch.Tensor, steps: int, eos_id: int) -> list[list[int]]:
+    """Each row's tokens up to and including its first EOS (tokens after it were computed but are not output)."""
+    result = []
+    for row in out[:, :steps].tolist():
+        result.append(row[: row.index(eos_id) + 1] if eos_id in row else row)
+    return result
+
+
+@torch.no_grad()
+def generate_batch_fast(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
+                        min_new_tokens: int = 1, check_every: int | None = None) -> list[list[int]]:
+    """Greedy continuations of `prompts`; each ends at its first EOS or after max_new_tokens (as generate_batch)."""
+    check_every = check_every or CHECK_EVERY
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    tokens, pad = left_pad(prompts, device)
+    longest = tokens.shape[1]
+    cache = KVCache(model, len(prompts), longest + max_new_tokens, dtype, device)
+    rope = RopeTable(model, longest + max_new_tokens, dtype)
+    rows = Rows(torch.arange(len(prompts), device=device), pad, torch.zeros(len(prompts), dtype=torch.bool,
+                                                                             device=device))
+    out = torch.full((len(prompts), max_new_tokens), -1, dtype=torch.long, device=device)
+    logits = prefill(model, tokens, pad, cache, rope)
+    step = 0
+    while True:
+        token = _greedy(logits, vocab_size, eos_id, step < min_new_tokens)
+        out[rows.index, step] = token
+        rows.finished |= token == eos_id
+        step += 1
+        if step == max_new_tokens:
+            break
+        if step % check_every == 0:
+            done = int(rows.finished.sum())  # the one host read per check_every steps
+            if done == len(rows.index):
+                break
+            if 2 * done >= len(rows.index):
+                keep = (~rows.finished).nonzero().flatten()
+                rows, token = rows.keep(keep), token[keep]
+                cache.keep(keep)
+        logits = decode_step(model, token, longest + step - 1, rows, cache, rope)
+    return trim(out, step, eos_id)
