@@ -45,6 +45,7 @@ def auto_rows(model, positions: int) -> int:
     """`auto` for this rank (before the agreement across ranks)."""
     if not torch.cuda.is_available():
         return CPU_ROWS
+    torch.cuda.empty_cache()  # the loader's cached blocks would count as used
     free, _ = torch.cuda.mem_get_info()
     return max(1, min(MAX_ROWS, int(KV_SHARE * free // kv_bytes_per_row(model, positions))))
 

@@ -7,7 +7,7 @@ prompt. Here:
 
 - prompts are left-padded to the batch's longest and prefilled in one pass (row chunks bound the activations);
 - RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
-- the cache is [rows, kv groups, positions, head dim] per layer, allocated once; each step writes one position and
+- the cache is [rows, kv groups, positions, head dim] per layer, allocated once (positions a whole number of blocks); each step writes one position and
   attention reads the cache up to the step's position rounded up to KV_BLOCK (few distinct shapes), masked per row
   (left padding, future positions), through torch's scaled_dot_product_attention;
 - GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
@@ -142,7 +142,7 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
 def decode_step(model, token: torch.Tensor, pos: int, rows: Rows, cache: KVCache, rope: RopeTable) -> torch.Tensor:
     """Feed `token` [b] at cache position `pos`; logits [b, v]. Attention reads positions up to pos, block-rounded."""
     total = cache.keys[0].shape[2]
-    length = min(total, -(-(pos + 1) // KV_BLOCK) * KV_BLOCK)
+    length = min(total, _round_up(pos + 1, KV_BLOCK))
     ar = torch.arange(length, device=token.device)
     mask = ((ar[None, :] >= rows.pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
     positions = (pos - rows.pad)[:, None]
@@ -153,9 +153,19 @@ def decode_step(model, token: torch.Tensor, pos: int, rows: Rows, cache: KVCache
     return _logits(model, hidden)
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def cache_positions(longest_prompt: int, max_new_tokens: int) -> int:
+    """Positions of a batch's cache: its padded prompt length plus the new tokens, in whole KV blocks."""
+    return _round_up(_round_up(longest_prompt, 8) + max_new_tokens, KV_BLOCK)
+
+
 def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts right-aligned in [b, longest] (pad id 0, masked everywhere) and each row's pad count."""
-    longest = max(len(p) for p in prompts)
+    """Prompts right-aligned in [b, longest rounded up to 8] (pad id 0, masked everywhere) and each row's pad count.
+    The rounding keeps the prefill's mask rows 16-byte aligned, as the fused attention kernels want them."""
+    longest = _round_up(max(len(p) for p in prompts), 8)
     tokens = torch.zeros(len(prompts), longest, dtype=torch.long)
     for row, ids in enumerate(prompts):
         tokens[row, longest - len(ids):] = torch.tensor(ids, dtype=torch.long)
@@ -187,8 +197,9 @@ def generate_batch_fast(model, vocab_size: int, prompts: list[list[int]], max_ne
     device, dtype = param.device, param.dtype
     tokens, pad = left_pad(prompts, device)
     longest = tokens.shape[1]
-    cache = KVCache(model, len(prompts), longest + max_new_tokens, dtype, device)
-    rope = RopeTable(model, longest + max_new_tokens, dtype)
+    positions = cache_positions(longest, max_new_tokens)
+    cache = KVCache(model, len(prompts), positions, dtype, device)
+    rope = RopeTable(model, positions, dtype)
     rows = Rows(torch.arange(len(prompts), device=device), pad, torch.zeros(len(prompts), dtype=torch.bool,
                                                                              device=device))
     out = torch.full((len(prompts), max_new_tokens), -1, dtype=torch.long, device=device)

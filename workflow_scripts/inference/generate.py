@@ -40,7 +40,7 @@ from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.inference.generate_shards import check_layout
 from workflow_scripts.core.progress import Progress
 from workflow_scripts.inference.batch_size import parse_batch_size, resolve_batch_size
-from workflow_scripts.inference.decode_engine import generate_batch_fast
+from workflow_scripts.inference.decode_engine import cache_positions, generate_batch_fast
 from workflow_scripts.inference.static_decode import generate_batch, generate_uncached  # noqa: F401 (tests, benchmarks)
 
 log = logging.getLogger("generate")
@@ -194,7 +194,8 @@ def generate_files(args: argparse.Namespace) -> None:
     longest = max(len(p) for p in prompts) + args.max_new_tokens
     if longest > cfg.max_position_embeddings:
         log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
-    args.rows = resolve_batch_size(args.batch_size, model, longest)  # collective under TP
+    positions = cache_positions(max(len(p) for p in prompts), args.max_new_tokens)
+    args.rows = resolve_batch_size(args.batch_size, model, positions)  # collective under TP
     log.info("engine %s, batch size %d (requested %s)", args.engine, args.rows, args.batch_size)
     stats = loadgen_generate(args, model, cfg.vocab_size, prompts, eos)
     if stats is None:
