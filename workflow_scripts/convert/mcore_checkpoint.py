@@ -140,13 +140,14 @@ def write_checkpoint(out_dir: Path, chunks: list[Chunk], objects: dict[str, byte
         with thread_errors() as errors:
             planner = _LazySavePlanner(chunks, objects, on_chunk, errors)
             try:
-                metadata = dcp_save({}, storage_writer=writer, planner=planner, no_dist=True)
+                dcp_save({}, storage_writer=writer, planner=planner, no_dist=True)
             except CheckpointException as err:
                 errors.raise_first(err)  # the chunk producer's own error (bad input keeps exit code 2)
                 raise
     finally:
         torch.serialization.set_crc32_options(crc32)
-    missing = planner.missing(metadata)
+    # The records as written to .metadata (the object dcp_save returns has no storage_data in torch 2.11).
+    missing = planner.missing(FileSystemReader(str(out_dir)).read_metadata())
     if missing:
         raise RuntimeError(f"{out_dir}: {len(missing)} of {len(planner.chunks) + len(objects)} checkpoint items were "
                            f"not written (first: {missing[0]})")
