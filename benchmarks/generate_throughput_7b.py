@@ -70,25 +70,35 @@ def hf_generate(work: Path, samples: int, batches: list[int], device: str) -> di
     model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=torch.bfloat16, attn_implementation="sdpa").to(device)
     result = {}
     for batch in batches:
-        start, tokens = time.perf_counter(), 0
-        for i in range(0, len(prompts), batch):
-            part = prompts[i:i + batch]
-            longest = max(map(len, part))
-            ids = torch.tensor([[0] * (longest - len(p)) + p for p in part], device=device)
-            mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in part], device=device)
-            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1, pad_token_id=0,
-                                 eos_token_id=2, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-            tokens += (out.shape[1] - longest) * len(part)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        result[f"batch_{batch}"] = {"seconds": seconds, "new_tokens": tokens, "tokens_per_s": tokens / seconds}
+        try:
+            result[f"batch_{batch}"] = _hf_batches(model, prompts, batch, device)
+        except torch.OutOfMemoryError as err:
+            result[f"batch_{batch}"] = {"error": f"out of memory: {str(err)[:120]}"}
+            torch.cuda.empty_cache()
     del model
     model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=torch.float32, attn_implementation="sdpa").to(device)
     with torch.no_grad():
         logits = [model(torch.tensor([p], device=device)).logits[0, -1].float().cpu() for p in prompts[:PARITY_PROMPTS]]
     torch.save(torch.stack(logits), work / "hf_logits.pt")
     return result
+
+
+def _hf_batches(model, prompts: list[list[int]], batch: int, device: str) -> dict:
+    import torch
+
+    start, tokens = time.perf_counter(), 0
+    for i in range(0, len(prompts), batch):
+        part = prompts[i:i + batch]
+        longest = max(map(len, part))
+        ids = torch.tensor([[0] * (longest - len(p)) + p for p in part], device=device)
+        mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in part], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1, pad_token_id=0,
+                             eos_token_id=2, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+        tokens += (out.shape[1] - longest) * len(part)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "new_tokens": tokens, "tokens_per_s": tokens / seconds}
 
 
 def parity(work: Path) -> dict:
@@ -162,7 +172,7 @@ def table(results: dict, shape: dict, prompts: list[list[int]]) -> list[str]:
     params = shape["vocab"] * shape["hidden"] * 2 + shape["layers"] * (4 * shape["hidden"] ** 2 + 3 * shape["hidden"] * shape["ffn"])
     step_ms = 2 * params / (HBM_TB_S * 1e12) * 1e3
     hf_best = max((r["tokens_per_s"] for k, r in results.items() if k.startswith("hf_") and "tokens_per_s" in r),
-                  default=0)
+                  default=float("nan"))
     lines = [f"weight-only decode step {step_ms:.2f} ms ({2 * params / 1e9:.1f} GB at {HBM_TB_S} TB/s): bound at batch 64"
              f" = {64 / step_ms * 1e3:,.0f} new tokens/s", "",
              "| run | batch | samples | seconds | new tokens/s | vs HF best | of weight-only bound | of roofline |",
@@ -186,8 +196,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/generate7b"), help="checkpoints and prompts (~27 GB)")
     p.add_argument("--samples", type=int, default=512, help="prompts for the project's runs")
     p.add_argument("--hf-samples", type=int, default=128, help="prompts for each HF run (its rate is per batch)")
-    p.add_argument("--hf-batches", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--hf-batches", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--static-samples", type=int, default=64, help="prompts for the reference path (--engine static)")
+    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_eager",
+                                                 "project_fast_batch64", "project_static_batch64"],
+                   help="steps to run, in this order")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model, few samples")
     p.add_argument("--step", choices=["inputs", "hf", "parity"], help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -219,16 +232,19 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
               "--make-vocab-size-divisible-by", "128", "--threads", "2"], a.out / "convert.log", with_site=True)
     runs = {"project_defaults": (["--batch-size", "auto"], a.samples),
             "hf": None,
+            "parity": None,
+            "project_eager": (["--batch-size", "auto", "--cuda-graphs", "off"], a.samples),
             "project_fast_batch64": (["--batch-size", "64"], a.samples // 2),
             "project_static_batch64": (["--batch-size", "64", "--engine", "static"], a.static_samples)}
-    for name, spec in runs.items():
-        if name in report["runs"] or (name == "hf" and any(k.startswith("hf_") for k in report["runs"])):
+    for name in a.runs:
+        if name in report["runs"] or name in report or (name == "hf" and any(k.startswith("hf_") for k in report["runs"])):
             continue
-        report["runs"].update(_hf(me, a.out) if spec is None else {name: project(a.work, a.out, name, *spec)})
+        if name == "parity":
+            report["parity"] = _parity(me, a.out)
+        else:
+            report["runs"].update(_hf(me, a.out) if name == "hf" else {name: project(a.work, a.out, name, *runs[name])})
         done_file.write_text(json.dumps(report, indent=2))
-    if "parity" not in report:
-        report["parity"] = _parity(me, a.out)
-        done_file.write_text(json.dumps(report, indent=2))
+    report.setdefault("parity", {"error": "not run"})
     (a.out / "generate_throughput_7b.json").write_text(json.dumps(report, indent=2))
     prompts = pd.read_pickle(a.work / "samples.pkl")["tok_input"].tolist()
     print("command: python3 benchmarks/generate_throughput_7b.py --out $OUT" + (" --tiny" if a.tiny else ""))

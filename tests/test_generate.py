@@ -108,7 +108,6 @@ def test_fast_engine_equals_static_path_for_every_sample(model, monkeypatch):
     dropped = []
     keep = D.KVCache.keep
     monkeypatch.setattr(D.KVCache, "keep", lambda self, rows: (dropped.append(len(rows)), keep(self, rows)))
-    monkeypatch.setattr(D, "KV_BLOCK", 4)  # several attention lengths within a short run
     monkeypatch.setattr(D, "CHECK_EVERY", 3)
     for batch, min_new in ((24, 1), (5, 2)):
         expected = G.generate_all(model, cfg.vocab_size, prompts, 12, eos, min_new, batch, engine="static")

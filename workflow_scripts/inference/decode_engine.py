@@ -7,9 +7,10 @@ prompt. Here:
 
 - prompts are left-padded to the batch's longest and prefilled in one pass (row chunks bound the activations);
 - RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
-- the cache is [rows, kv groups, positions, head dim] per layer, allocated once (positions a whole number of blocks); each step writes one position and
-  attention reads the cache up to the step's position rounded up to KV_BLOCK (few distinct shapes), masked per row
-  (left padding, future positions), through torch's scaled_dot_product_attention;
+- the cache is [rows, kv groups, positions, head dim] per layer, allocated once per batch; each step writes one
+  position (at a device-side index) and attends to the whole cache, masked per row (left padding, positions not yet
+  written), through torch's scaled_dot_product_attention: every step has the same shapes and inputs in the same
+  buffers, so on a GPU the step is captured once as a CUDA graph and replayed (`Decoder`);
 - GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
 - the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
   steps one flag is read (all rows done -> stop; half of them done -> drop them from the batch and the cache).
@@ -20,12 +21,15 @@ path's (tests/test_generate.py compares them for every sample on CPU in fp32).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-KV_BLOCK = 64  # attention reads the cache in whole blocks of positions: one kernel shape per block, not per step
+log = logging.getLogger("generate")
+KV_BLOCK = 64  # cache positions come in whole blocks (aligned rows for the attention kernels)
+CUDA_GRAPHS = True  # decode steps on a GPU replay one captured graph per batch (generate.py --cuda-graphs off: eager)
 CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
@@ -94,17 +98,23 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask:
     return out.reshape(b, heads, s, d).permute(2, 0, 1, 3).reshape(s, b, heads * d)
 
 
-def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope: tuple, start: int,
-           length: int, mask: torch.Tensor) -> torch.Tensor:
-    """One transformer layer for `hidden` [s, b, h] at cache positions start..start+s-1; attention over 0..length-1."""
+def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope: tuple,
+           at: int | torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One transformer layer for `hidden` [s, b, h]. Prefill (`at` an int): writes cache positions at..at+s-1 and
+    attends to 0..at+s-1. Decode (`at` a one-element device tensor): writes position `at` and attends to the whole
+    cache under `mask`, so every step has the same shapes and one captured graph replays them all."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
     query, key = _rotate(query, *rope), _rotate(key, *rope)
-    s = hidden.shape[0]
-    keys[:, :, start:start + s] = key.permute(1, 2, 0, 3)
-    values[:, :, start:start + s] = value.permute(1, 2, 0, 3)
-    context = _attend(query, keys[:, :, :length], values[:, :, :length], mask)
-    out, _ = attention.linear_proj(context)
+    if isinstance(at, int):
+        end = at + hidden.shape[0]
+        keys[:, :, at:end] = key.permute(1, 2, 0, 3)
+        values[:, :, at:end] = value.permute(1, 2, 0, 3)
+        keys, values = keys[:, :, :end], values[:, :, :end]
+    else:
+        keys.index_copy_(2, at, key.permute(1, 2, 0, 3))
+        values.index_copy_(2, at, value.permute(1, 2, 0, 3))
+    out, _ = attention.linear_proj(_attend(query, keys, values, mask))
     hidden = hidden + out
     out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
     return hidden + out
@@ -134,23 +144,63 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
         cos_sin = rope.at(positions)
         for i, layer in enumerate(model.decoder.layers):
             hidden = _layer(layer, hidden, cache.keys[i][r0:r0 + chunk], cache.values[i][r0:r0 + chunk], cos_sin,
-                            0, length, mask.unsqueeze(1))
+                            0, mask.unsqueeze(1))
         out.append(_logits(model, hidden))
     return torch.cat(out)
 
 
-def decode_step(model, token: torch.Tensor, pos: int, rows: Rows, cache: KVCache, rope: RopeTable) -> torch.Tensor:
-    """Feed `token` [b] at cache position `pos`; logits [b, v]. Attention reads positions up to pos, block-rounded."""
-    total = cache.keys[0].shape[2]
-    length = min(total, _round_up(pos + 1, KV_BLOCK))
-    ar = torch.arange(length, device=token.device)
-    mask = ((ar[None, :] >= rows.pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
-    positions = (pos - rows.pad)[:, None]
+def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, cache: KVCache,
+                rope: RopeTable) -> torch.Tensor:
+    """Feed `token` [b] at cache position `pos` (a one-element device tensor); logits [b, v]. Keys of left padding
+    and of positions after `pos` are masked."""
+    ar = torch.arange(cache.keys[0].shape[2], device=token.device)
+    mask = ((ar[None, :] >= pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
+    positions = (pos - pad)[:, None]
     hidden = model.embedding(input_ids=token[:, None], position_ids=positions)
     cos_sin = rope.at(positions)
     for i, layer in enumerate(model.decoder.layers):
-        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], cos_sin, pos, length, mask)
+        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], cos_sin, pos, mask)
     return _logits(model, hidden)
+
+
+class Decoder:
+    """decode_step for one batch's rows and cache: eager on CPU; on a GPU captured once as a CUDA graph and
+    replayed every step (the step's ~1,000 kernel launches from Python took longer than the GPU's work). The
+    warm-up before the capture writes only the cache's last position, which no step reads unmasked (every cache
+    has at least one position more than its batch feeds)."""
+
+    def __init__(self, model, pad: torch.Tensor, cache: KVCache, rope: RopeTable, token: torch.Tensor):
+        self.args = (model, pad, cache, rope)
+        self.token = token.clone()
+        self.pos = torch.full((1,), cache.keys[0].shape[2] - 1, dtype=torch.long, device=token.device)
+        self.graph = None
+        if token.is_cuda and CUDA_GRAPHS:
+            try:
+                self._capture()
+            except RuntimeError as err:  # an op that cannot be captured: the same step, launched eagerly
+                log.warning("CUDA graph capture failed (%s); decoding this batch eagerly", err)
+                self.graph = None
+
+    def _capture(self) -> None:
+        model, pad, cache, rope = self.args
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            decode_step(model, self.token, self.pos, pad, cache, rope)  # warm-up: kernels chosen, workspaces made
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = decode_step(model, self.token, self.pos, pad, cache, rope)
+        self.graph = graph
+
+    def __call__(self, token: torch.Tensor, pos: int) -> torch.Tensor:
+        model, pad, cache, rope = self.args
+        if self.graph is None:
+            return decode_step(model, token, torch.tensor([pos], device=token.device), pad, cache, rope)
+        self.token.copy_(token)
+        self.pos.fill_(pos)
+        self.graph.replay()
+        return self.logits
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -204,6 +254,7 @@ def generate_batch_fast(model, vocab_size: int, prompts: list[list[int]], max_ne
                                                                              device=device))
     out = torch.full((len(prompts), max_new_tokens), -1, dtype=torch.long, device=device)
     logits = prefill(model, tokens, pad, cache, rope)
+    decoder = None
     step = 0
     while True:
         token = _greedy(logits, vocab_size, eos_id, step < min_new_tokens)
@@ -220,5 +271,7 @@ def generate_batch_fast(model, vocab_size: int, prompts: list[list[int]], max_ne
                 keep = (~rows.finished).nonzero().flatten()
                 rows, token = rows.keep(keep), token[keep]
                 cache.keep(keep)
-        logits = decode_step(model, token, longest + step - 1, rows, cache, rope)
+                decoder = None  # new shapes and buffers: a new graph
+        decoder = decoder or Decoder(model, rows.pad, cache, rope, token)
+        logits = decoder(token, longest + step - 1)
     return trim(out, step, eos_id)

@@ -40,6 +40,7 @@ from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.inference.generate_shards import check_layout
 from workflow_scripts.core.progress import Progress
 from workflow_scripts.inference.batch_size import parse_batch_size, resolve_batch_size
+from workflow_scripts.inference import decode_engine
 from workflow_scripts.inference.decode_engine import cache_positions, generate_batch_fast
 from workflow_scripts.inference.static_decode import generate_batch, generate_uncached  # noqa: F401 (tests, benchmarks)
 
@@ -173,6 +174,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, required=True, help="torch CPU threads (0 = torch default)")
     p.add_argument("--engine", choices=sorted(ENGINES), default="fast",
                    help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
+    p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
+                   help="fast engine on a GPU: replay each batch's decode step as one CUDA graph (off: eager launches)")
     return p
 
 
@@ -182,6 +185,7 @@ def generate_files(args: argparse.Namespace) -> None:
     than once."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    decode_engine.CUDA_GRAPHS = args.cuda_graphs == "on"
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
         raise PipelineInputError(f"need 1 <= min_new_tokens ({args.min_new_tokens}) <= max_new_tokens ({args.max_new_tokens})")
     model_cfg = _model_config(args.mcore)
@@ -246,7 +250,8 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "tokens_per_second": round(generated / seconds, 2) if seconds else None,
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
-        "batch_size_requested": args.batch_size, "engine": args.engine, "eos_id": eos, "dtype": DTYPE,
+        "batch_size_requested": args.batch_size, "engine": args.engine,
+        "cuda_graphs": args.cuda_graphs, "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 
