@@ -102,13 +102,15 @@ def _hf_batches(model, prompts: list[list[int]], batch: int, device: str) -> dic
 
 
 def parity(work: Path) -> dict:
-    """The fast engine's prefill of the first prompts, batched (left-padded), fp32, against HF's logits."""
+    """The fast engine's prefill of the first prompts, batched (left-padded), fp32, against HF's logits; and, for
+    scale, megatron's own forward of each prompt (the conversion gate's path) against HF's."""
     import pandas as pd
     import torch
     import yaml
 
     from workflow_scripts.convert.verify_conversion import compare, load_mcore_model
     from workflow_scripts.inference import decode_engine as D
+    from workflow_scripts.inference.static_decode import _forward
     from workflow_scripts.model.llama_model import init_parallel
 
     init_parallel(1, 1)
@@ -120,8 +122,12 @@ def parity(work: Path) -> dict:
     cache = D.KVCache(model, len(prompts), tokens.shape[1], torch.float32, torch.device(device))
     with torch.no_grad():
         logits = D.prefill(model, tokens, pad, cache, D.RopeTable(model, tokens.shape[1], torch.float32))
+        reference = torch.stack([_forward(model, torch.tensor([p], device=device), 0)[0, -1] for p in prompts])
     tolerance = yaml.safe_load((ROOT / "config.yaml").read_text())["convert"]["tolerance"]
-    return compare(torch.load(work / "hf_logits.pt"), logits[:, :cfg.vocab_size].float().cpu(), tolerance)
+    hf = torch.load(work / "hf_logits.pt")
+    result = compare(hf, logits[:, :cfg.vocab_size].float().cpu(), tolerance)
+    result["megatron_forward_vs_hf"] = compare(hf, reference[:, :cfg.vocab_size].float().cpu(), tolerance)
+    return result
 
 
 def project(work: Path, out: Path, name: str, extra: list[str], limit: int) -> dict:
@@ -196,9 +202,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/generate7b"), help="checkpoints and prompts (~27 GB)")
     p.add_argument("--samples", type=int, default=512, help="prompts for the project's runs")
     p.add_argument("--hf-samples", type=int, default=128, help="prompts for each HF run (its rate is per batch)")
-    p.add_argument("--hf-batches", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--hf-batches", type=int, nargs="*", default=[64, 128, 256], help="none: only the parity logits")
     p.add_argument("--static-samples", type=int, default=64, help="prompts for the reference path (--engine static)")
-    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_eager",
+    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_eager", "project_sdpa",
                                                  "project_fast_batch64", "project_static_batch64"],
                    help="steps to run, in this order")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model, few samples")
@@ -234,6 +240,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
             "hf": None,
             "parity": None,
             "project_eager": (["--batch-size", "auto", "--cuda-graphs", "off"], a.samples),
+            "project_sdpa": (["--batch-size", "auto", "--decode-attention", "sdpa"], a.samples),
             "project_fast_batch64": (["--batch-size", "64"], a.samples // 2),
             "project_static_batch64": (["--batch-size", "64", "--engine", "static"], a.static_samples)}
     for name in a.runs:
@@ -244,12 +251,15 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
         else:
             report["runs"].update(_hf(me, a.out) if name == "hf" else {name: project(a.work, a.out, name, *runs[name])})
         done_file.write_text(json.dumps(report, indent=2))
+        (a.out / "generate_throughput_7b.json").write_text(json.dumps(report, indent=2))  # kept if the call is cut
     report.setdefault("parity", {"error": "not run"})
     (a.out / "generate_throughput_7b.json").write_text(json.dumps(report, indent=2))
     prompts = pd.read_pickle(a.work / "samples.pkl")["tok_input"].tolist()
     print("command: python3 benchmarks/generate_throughput_7b.py --out $OUT" + (" --tiny" if a.tiny else ""))
     keys = ("max_abs_diff", "tolerance", "passed", "argmax_agreement", "error")
     print(f"first-step logits vs HF (fp32): {json.dumps({k: report['parity'].get(k) for k in keys})}")
+    forward = report["parity"].get("megatron_forward_vs_hf", {})
+    print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")
     print("\n".join(table(report["runs"], shape, prompts)))
 
 

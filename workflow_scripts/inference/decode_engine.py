@@ -8,9 +8,11 @@ prompt. Here:
 - prompts are left-padded to the batch's longest and prefilled in one pass (row chunks bound the activations);
 - RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
 - the cache is [rows, kv groups, positions, head dim] per layer, allocated once per batch; each step writes one
-  position (at a device-side index) and attends to the whole cache, masked per row (left padding, positions not yet
-  written), through torch's scaled_dot_product_attention: every step has the same shapes and inputs in the same
-  buffers, so on a GPU the step is captured once as a CUDA graph and replayed (`Decoder`);
+  position (at a device-side index) and attends to the cache up to that position rounded up to KV_BLOCK, masked per
+  row (left padding, positions not yet written), so a batch has a few step shapes with inputs in fixed buffers: on
+  a GPU each shape is captured once as a CUDA graph and replayed (`Decoder`);
+- decode attention (one query per head) is two batched matmuls reading keys and values once (`DECODE_ATTENTION`);
+  the prefill uses torch's scaled_dot_product_attention;
 - GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
 - the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
   steps one flag is read (all rows done -> stop; half of them done -> drop them from the batch and the cache).
@@ -28,8 +30,9 @@ import torch
 import torch.nn.functional as F
 
 log = logging.getLogger("generate")
-KV_BLOCK = 64  # cache positions come in whole blocks (aligned rows for the attention kernels)
-CUDA_GRAPHS = True  # decode steps on a GPU replay one captured graph per batch (generate.py --cuda-graphs off: eager)
+KV_BLOCK = 64  # a decode step attends to whole blocks of cache positions: few step shapes, each one CUDA graph
+CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py --cuda-graphs off: eager launches)
+DECODE_ATTENTION = "matmul"  # decode attention: two batched matmuls, or "sdpa" (torch's fused kernels)
 CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
@@ -83,13 +86,24 @@ def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return t * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
+def _decode_scores(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One query row per head against [b, groups, L, d]: two batched matmuls that read the keys and the values
+    once each (the fused attention kernels tile 32-64 query rows, and a decode step has one), softmax in fp32."""
+    scores = torch.matmul(q, keys.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1).to(values.dtype)
+    return torch.matmul(probs, values)
+
+
 def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """query [s, b, heads, d] against cached keys/values [b, groups, L, d] under mask [b, 1, s, L] -> [s, b, heads*d]."""
     s, b, heads, d = query.shape
     groups = keys.shape[1]
     if s == 1:  # decode: a group's query heads become rows against its keys (no copy of the cache for GQA)
         q = query.reshape(b, groups, heads // groups, d)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        if DECODE_ATTENTION == "matmul":
+            out = _decode_scores(q, keys, values, mask)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
     else:
         if groups != heads:
             keys = keys.repeat_interleave(heads // groups, dim=1)
@@ -99,22 +113,20 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask:
 
 
 def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope: tuple,
-           at: int | torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One transformer layer for `hidden` [s, b, h]. Prefill (`at` an int): writes cache positions at..at+s-1 and
-    attends to 0..at+s-1. Decode (`at` a one-element device tensor): writes position `at` and attends to the whole
-    cache under `mask`, so every step has the same shapes and one captured graph replays them all."""
+           at: int | torch.Tensor, length: int, mask: torch.Tensor) -> torch.Tensor:
+    """One transformer layer for `hidden` [s, b, h], writing its keys/values at cache position `at` (prefill: an int,
+    positions at..at+s-1; decode: a one-element device tensor, so a captured graph replays any step) and attending
+    to positions 0..length-1 under `mask`."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
     query, key = _rotate(query, *rope), _rotate(key, *rope)
     if isinstance(at, int):
-        end = at + hidden.shape[0]
-        keys[:, :, at:end] = key.permute(1, 2, 0, 3)
-        values[:, :, at:end] = value.permute(1, 2, 0, 3)
-        keys, values = keys[:, :, :end], values[:, :, :end]
+        keys[:, :, at:at + hidden.shape[0]] = key.permute(1, 2, 0, 3)
+        values[:, :, at:at + hidden.shape[0]] = value.permute(1, 2, 0, 3)
     else:
         keys.index_copy_(2, at, key.permute(1, 2, 0, 3))
         values.index_copy_(2, at, value.permute(1, 2, 0, 3))
-    out, _ = attention.linear_proj(_attend(query, keys, values, mask))
+    out, _ = attention.linear_proj(_attend(query, keys[:, :, :length], values[:, :, :length], mask))
     hidden = hidden + out
     out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
     return hidden + out
@@ -144,63 +156,70 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
         cos_sin = rope.at(positions)
         for i, layer in enumerate(model.decoder.layers):
             hidden = _layer(layer, hidden, cache.keys[i][r0:r0 + chunk], cache.values[i][r0:r0 + chunk], cos_sin,
-                            0, mask.unsqueeze(1))
+                            0, length, mask.unsqueeze(1))
         out.append(_logits(model, hidden))
     return torch.cat(out)
 
 
 def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor, cache: KVCache,
-                rope: RopeTable) -> torch.Tensor:
-    """Feed `token` [b] at cache position `pos` (a one-element device tensor); logits [b, v]. Keys of left padding
-    and of positions after `pos` are masked."""
-    ar = torch.arange(cache.keys[0].shape[2], device=token.device)
+                rope: RopeTable, length: int) -> torch.Tensor:
+    """Feed `token` [b] at cache position `pos` (a one-element device tensor) attending to positions 0..length-1;
+    logits [b, v]. Keys of left padding and of positions after `pos` are masked."""
+    ar = torch.arange(length, device=token.device)
     mask = ((ar[None, :] >= pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
     positions = (pos - pad)[:, None]
     hidden = model.embedding(input_ids=token[:, None], position_ids=positions)
     cos_sin = rope.at(positions)
     for i, layer in enumerate(model.decoder.layers):
-        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], cos_sin, pos, mask)
+        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], cos_sin, pos, length, mask)
     return _logits(model, hidden)
 
 
 class Decoder:
-    """decode_step for one batch's rows and cache: eager on CPU; on a GPU captured once as a CUDA graph and
-    replayed every step (the step's ~1,000 kernel launches from Python took longer than the GPU's work). The
-    warm-up before the capture writes only the cache's last position, which no step reads unmasked (every cache
-    has at least one position more than its batch feeds)."""
+    """decode_step for one batch's rows and cache. A step attends to the cache up to its position rounded up to
+    KV_BLOCK, so a batch has a few step shapes. Eager on CPU; on a GPU each shape is captured once as a CUDA graph
+    (all in one memory pool) and replayed (the step's ~1,000 kernel launches from Python took longer than the GPU's
+    work). A warm-up before a capture writes only the cache's last position, which no step reads unmasked (every
+    cache has at least one position more than its batch feeds)."""
 
     def __init__(self, model, pad: torch.Tensor, cache: KVCache, rope: RopeTable, token: torch.Tensor):
         self.args = (model, pad, cache, rope)
+        self.total = cache.keys[0].shape[2]
         self.token = token.clone()
-        self.pos = torch.full((1,), cache.keys[0].shape[2] - 1, dtype=torch.long, device=token.device)
-        self.graph = None
-        if token.is_cuda and CUDA_GRAPHS:
-            try:
-                self._capture()
-            except RuntimeError as err:  # an op that cannot be captured: the same step, launched eagerly
-                log.warning("CUDA graph capture failed (%s); decoding this batch eagerly", err)
-                self.graph = None
+        self.pos = torch.full((1,), self.total - 1, dtype=torch.long, device=token.device)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = None
+        self.eager = not (token.is_cuda and CUDA_GRAPHS)
 
-    def _capture(self) -> None:
+    def _capture(self, length: int) -> tuple:
         model, pad, cache, rope = self.args
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            decode_step(model, self.token, self.pos, pad, cache, rope)  # warm-up: kernels chosen, workspaces made
+        with torch.cuda.stream(stream):  # warm-up: kernels chosen, workspaces made
+            decode_step(model, self.token, self.pos, pad, cache, rope, length)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.logits = decode_step(model, self.token, self.pos, pad, cache, rope)
-        self.graph = graph
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = decode_step(model, self.token, self.pos, pad, cache, rope, length)
+        self.pool = graph.pool()
+        return graph, logits
 
     def __call__(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         model, pad, cache, rope = self.args
-        if self.graph is None:
-            return decode_step(model, token, torch.tensor([pos], device=token.device), pad, cache, rope)
+        length = min(self.total, _round_up(pos + 1, KV_BLOCK))
+        if not self.eager and length not in self.graphs:
+            try:
+                self.graphs[length] = self._capture(length)
+            except RuntimeError as err:  # an op that cannot be captured: the same steps, launched eagerly
+                log.warning("CUDA graph capture failed (%s); decoding this batch eagerly", err)
+                self.eager = True
+        if self.eager:
+            return decode_step(model, token, torch.tensor([pos], device=token.device), pad, cache, rope, length)
+        graph, logits = self.graphs[length]
         self.token.copy_(token)
         self.pos.fill_(pos)
-        self.graph.replay()
-        return self.logits
+        graph.replay()
+        return logits
 
 
 def _round_up(n: int, multiple: int) -> int:

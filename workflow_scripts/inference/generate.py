@@ -175,7 +175,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=sorted(ENGINES), default="fast",
                    help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
     p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
-                   help="fast engine on a GPU: replay each batch's decode step as one CUDA graph (off: eager launches)")
+                   help="fast engine on a GPU: replay each batch's decode steps as CUDA graphs (off: eager launches)")
+    p.add_argument("--decode-attention", choices=("matmul", "sdpa"), default="matmul",
+                   help="fast engine's decode attention: two batched matmuls, or torch's fused SDPA kernels")
     return p
 
 
@@ -186,6 +188,7 @@ def generate_files(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     decode_engine.CUDA_GRAPHS = args.cuda_graphs == "on"
+    decode_engine.DECODE_ATTENTION = args.decode_attention
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
         raise PipelineInputError(f"need 1 <= min_new_tokens ({args.min_new_tokens}) <= max_new_tokens ({args.max_new_tokens})")
     model_cfg = _model_config(args.mcore)
@@ -251,7 +254,7 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
         "batch_size_requested": args.batch_size, "engine": args.engine,
-        "cuda_graphs": args.cuda_graphs, "eos_id": eos, "dtype": DTYPE,
+        "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention, "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 
