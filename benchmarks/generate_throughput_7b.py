@@ -267,8 +267,13 @@ def _hf(me: list[str], out: Path) -> dict:
     proc = _run(me + ["--step", "hf"], out / "hf.log", with_site=False)
     if proc.returncode != 0:
         return {"hf_generate": {"error": (out / "hf.log").read_text()[-1500:]}}
-    last = json.loads((out / "hf.log").read_text().strip().splitlines()[-1])
+    last = _last_json(out / "hf.log")
     return {f"hf_generate_{key}": {**r, "batch": int(key.split("_")[1])} for key, r in last.items()}
+
+
+def _last_json(log: Path) -> dict:
+    """The step's result: its last line that is a JSON object (torch may print warnings after it)."""
+    return json.loads(next(line for line in reversed(log.read_text().splitlines()) if line.startswith("{")))
 
 
 def _parity(me: list[str], out: Path) -> dict:
@@ -280,7 +285,7 @@ def _parity(me: list[str], out: Path) -> dict:
         os.environ.pop("NVIDIA_TF32_OVERRIDE") if saved is None else os.environ.update(NVIDIA_TF32_OVERRIDE=saved)
     if proc.returncode != 0:
         return {"error": (out / "parity.log").read_text()[-1500:]}
-    return json.loads((out / "parity.log").read_text().strip().splitlines()[-1])
+    return _last_json(out / "parity.log")
 
 
 if __name__ == "__main__":

@@ -178,3 +178,34 @@ def test_8b_pretrain_plan_matches_hand_computation(workflow_copy, tmp_path):
             "llama31_8b_pretrain_8xh100_bf16", params, "recipe", "RCP mean")
         assert est.gpu_hours == pytest.approx(hand, rel=1e-9)
     assert totals["train_gpu_hours"] == pytest.approx(10 * hand, rel=1e-9)
+
+
+def test_generation_projection_for_the_70b_accuracy_run():
+    """The accuracy-run projection (README and every plan): its KV-cache and batch facts, and a hand computation of
+    one roofline; the 70B run on 8 GPUs stays far below the reference's ~4.5 days."""
+    from workflow_scripts.plan import generation_estimate as E
+
+    assert E.kv_bytes_per_token(E.LLAMA2_70B) == 80 * 2 * 8 * 128 * 2
+    assert E.auto_rows(E.LLAMA2_70B, E.H100, 8) == 256  # capped: an 80 GB GPU holds 17 GB of weights at TP 8
+    n = E.params(E.LLAMA2_70B)
+    assert 68.9e9 < n < 69.1e9
+    gpu, rows = E.H200, E.auto_rows(E.LLAMA2_70B, E.H200, 8)
+    live = rows * E.OCCUPANCY
+    prefill = E.SAMPLES * E.MEAN_PROMPT_TOKENS * 2 * n / (8 * gpu.gemm_tflops * 1e12)
+    step = (2 * n + live * (E.MEAN_PROMPT_TOKENS + E.MEAN_NEW_TOKENS / 2) * 327680) / 8 / (gpu.hbm_tb_s * 1e12)
+    step += 2 * 80 * E.ALLREDUCE_S
+    hand = (prefill + E.SAMPLES * E.MEAN_NEW_TOKENS / live * step) / 3600
+    assert abs(E.roofline_hours(E.LLAMA2_70B, gpu, 8) - hand) < 1e-9
+    assert E.projected_hours(E.LLAMA2_70B, gpu, 8) == pytest.approx(hand / E.MEASURED_ROOFLINE_FRACTION)
+    assert E.projected_hours(E.LLAMA2_70B, E.H100, 8) < 24
+
+
+def test_plan_and_readme_state_the_generation_projection(repo):
+    from workflow_scripts.plan.generation_estimate import projection_lines
+    from workflow_scripts.plan.planner import render_markdown
+
+    table = projection_lines()[2:]
+    assert "\n".join(table) in render_markdown([], {"jobs": 0, "train_gpu_hours": 0.0, "gpu_alloc_hours": 0.0},
+                                               {"plan": {"mfu": 0.4, "peak_tflops": 989.0, "tokens": "rcp"}})
+    readme = (repo / "README.md").read_text()
+    assert all(line in readme for line in table)

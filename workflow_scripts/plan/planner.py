@@ -33,6 +33,7 @@ from workflow_scripts.core.config_check import validate_config
 from workflow_scripts.core.errors import PipelineInputError
 from workflow_scripts.dag.layout import Layout
 from workflow_scripts.plan.rcp import rcp_mean_samples
+from workflow_scripts.plan.generation_estimate import projection_lines
 from workflow_scripts.dag.train_jobs import train_job
 from workflow_scripts.model.lora_param_count import linear_shapes
 from workflow_scripts.train.train_config import TrainConfig, build_config
@@ -303,6 +304,8 @@ def render_markdown(rows: Sequence[dict[str, Any]], totals: dict[str, float], co
         f"DAG total: {int(totals['jobs'])} jobs; training {totals['train_gpu_hours']:,.1f} GPU-h estimated "
         f"(6 x params x tokens at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s per GPU, samples: {plan['tokens']}); "
         f"at most {totals['gpu_alloc_hours']:,.1f} GPU-h allocated if every GPU job ran to its walltime once.",
+        "",
+        *projection_lines(),
     ]
     return "\n".join(lines) + "\n"
 
