@@ -4,8 +4,9 @@ another and continues with the losses, gradient norms and evaluations of an unin
 Every comparison is against a run at the *new* layout started from the same converted model (random init differs
 between layouts). Tolerance 1e-5 absolute on losses (~7 here) and evaluations, 1e-4 relative on gradient norms: what
 the TP 2 / PP 2 == TP 1 tests of test_train_pretrain / test_train_lora hold (float rounding of another reduction
-order). Resharding that lost the Adam moments (re-initialised instead of loaded) moves the next losses by ~1e-3 and
-the gradient norms by far more (checked by breaking the load once), so the tolerance catches it.
+order). Breaking the load once showed the margin: an optimizer re-initialised instead of loaded moved the step-4 loss
+by 5.6e-3 (pretraining, TP 2 -> 1) and LoRA's fc1 B read without its [gate; up] split moved the step-3 loss by
+1.9e-3, each ~200x the tolerance. Step 3's loss is computed before its update, so steps 4 and 5 see the moments.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 from train_fixtures import SEQ, make_model, packed_rows, train_cli
 
 LORA = "lora={rank: 8, alpha: 16, dropout: 0.0, targets: [linear_qkv, linear_proj, linear_fc1, linear_fc2]}"
-LAYOUTS = {"tp1": ([], 1), "tp2": (["tensor_parallel=2"], 2), "tp2_sp": (["tensor_parallel=2", "sequence_parallel=true"], 2),
-           "pp2": (["pipeline_parallel=2"], 2), "tp1_dp2": ([], 2)}
+LAYOUTS = {  # name -> (sets, processes)
+    "tp1": ([], 1), "tp2": (["tensor_parallel=2"], 2), "tp2_sp": (["tensor_parallel=2", "sequence_parallel=true"], 2),
+    "pp2": (["pipeline_parallel=2"], 2), "tp1_dp2": ([], 2)}
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,23 @@ def test_reshard_is_refused_when_a_key_other_than_the_layout_differs(setup, tmp_
     assert "(config.micro_batch_size)" in last and "it would mix two runs" in last, last
     assert "tensor_parallel" not in last and "processes" not in last, last
     assert not (tmp_path / "other" / "metrics.json").exists()
+
+
+def test_reshard_fingerprint_allows_only_layout_keys_to_differ(tmp_path):
+    """check_resume returns the layout keys that differ (the checkpoint is resharded) and refuses any other key."""
+    import json
+
+    from workflow_scripts.core.errors import PipelineInputError
+    from workflow_scripts.train.train_fingerprint import FILE, check_resume
+
+    saved = {"config": {"tensor_parallel": 2, "pipeline_parallel": 1, "sequence_parallel": True, "lr": 1e-2},
+             "processes": 2, "inputs": {}}
+    step = tmp_path / "step_00000002"
+    step.mkdir()
+    (step / FILE).write_text(json.dumps(saved))
+    moved = {"config": {**saved["config"], "tensor_parallel": 1, "pipeline_parallel": 2, "sequence_parallel": False},
+             "processes": 4, "inputs": {}}
+    assert check_resume(step, moved) == ["config.pipeline_parallel", "config.sequence_parallel",
+                                         "config.tensor_parallel", "processes"]
+    with pytest.raises(PipelineInputError, match=r"\(config\.lr\); it would mix two runs"):
+        check_resume(step, {**moved, "config": {**moved["config"], "lr": 2e-2}})

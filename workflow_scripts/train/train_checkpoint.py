@@ -4,7 +4,8 @@ Layout: <dir>/step_<N>/ holds `model/` (megatron dist_checkpointing, full-model 
 checkpointing: LoRA adapters and the Adam moments, train_reshard.py; CPU/torch optimizer), `rank_<r>.pt` (this rank's
 RNG states and layout, the progress with the byte offsets of the live logs, Adam's step count; with megatron's GPU
 optimizer also this rank's trainable tensors and optimizer state) and, written last, `complete`. Model and `state/`
-are layout-independent: a resume may change TP/PP/DP (resharding), except from megatron's per-rank optimizer state. Resume takes the newest step with `complete`; partial ones (a crash mid-save) are ignored.
+are layout-independent: a resume may change TP/PP/DP (resharding), except from megatron's per-rank optimizer state.
+Resume takes the newest step with `complete`; partial ones (a crash mid-save) are ignored.
 """
 from __future__ import annotations
 
