@@ -149,3 +149,19 @@ def test_a_failing_checkpoint_writer_process_fails_the_run_and_marks_nothing_com
         assert last.endswith(" was killed by SIGKILL)"), last
     assert not list(ckpt.glob("step_*/complete")) and not (out / "metrics.json").exists()
     assert not (out / "checkpoint").exists()
+
+
+def test_the_checkpoint_writer_helper_dies_with_a_killed_trainer(repo):
+    """megatron's writer helper (a spawned manager, train_checkpoint.spawn_writer_helper_ignoring) outlived a trainer
+    killed outright and held its stdout and stderr open: whatever waited for them (a test, a job step) hung."""
+    code = """
+import multiprocessing as mp, os, signal
+from workflow_scripts.train import train_checkpoint
+train_checkpoint.spawn_writer_helper_ignoring((signal.SIGTERM, signal.SIGUSR1))
+[helper] = mp.active_children()
+print(helper.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)),
+                          capture_output=True, text=True, timeout=120)  # a surviving helper: a timeout here
+    assert proc.returncode == -9 and proc.stdout.strip().isdigit(), proc.stderr[-2000:]

@@ -39,8 +39,8 @@ def packed_rows(path: Path, rows: int, seed: int, answer_from: int = SEQ // 2) -
 
 
 def train_cli(out: Path, ckpt: Path, *sets: str, env: dict | None = None, nproc: int = 1,
-              check: bool = True) -> subprocess.CompletedProcess:
-    args = ["-m", "workflow_scripts.train", "--recipe", "demo_lora_cpu", "--out", str(out), "--ckpt-dir", str(ckpt),
+              check: bool = True, recipe: str = "demo_lora_cpu") -> subprocess.CompletedProcess:
+    args = ["-m", "workflow_scripts.train", "--recipe", recipe, "--out", str(out), "--ckpt-dir", str(ckpt),
             "--set", *sets]
     if nproc > 1:
         from distributed import free_port

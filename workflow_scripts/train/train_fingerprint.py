@@ -16,6 +16,9 @@ from workflow_scripts.core.file_identity import file_identity
 
 FILE = "fingerprint.json"
 NOT_DEFINING = ("checkpoint_every_steps", "log_every_steps")  # change how a run is logged, not what it computes
+# the parallel layout: a resume may change it (the checkpoint is resharded, train_reshard.py), as the same global
+# batch gives the same losses at any layout up to float rounding
+LAYOUT = ("config.tensor_parallel", "config.pipeline_parallel", "config.sequence_parallel", "processes")
 
 
 def input_identity(path_or_prefix: str) -> dict[str, Any]:
@@ -49,14 +52,18 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return out
 
 
-def check_resume(checkpoint: Path, current: dict[str, Any]) -> None:
-    """Refuse to resume from a checkpoint of another run, naming what differs and how to start fresh."""
+def check_resume(checkpoint: Path, current: dict[str, Any]) -> list[str]:
+    """Refuse to resume from a checkpoint of another run, naming what differs and how to start fresh; returns the
+    layout keys that differ (allowed: the checkpoint is resharded)."""
     path = checkpoint / FILE
     how = f"to start this run afresh, remove {checkpoint.parent}"
     if not path.is_file():
         raise PipelineInputError(f"{checkpoint}: checkpoint has no {FILE} (saved by an older trainer); {how}")
     diff = differences(json.loads(path.read_text()), current)
+    layout = [d for d in diff if d in LAYOUT]
+    diff = [d for d in diff if d not in LAYOUT]
     if diff:
         shown = ", ".join(diff[:12]) + (" ..." if len(diff) > 12 else "")
         raise PipelineInputError(f"{checkpoint}: saved by a run with other settings or inputs ({shown}); "
                                  f"it would mix two runs; {how}")
+    return layout

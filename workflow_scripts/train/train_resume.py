@@ -33,6 +33,17 @@ class ResumeMixin:
                               self.full_model, metadata=metadata)
         log.info("checkpoint saved at step %d -> %s", step, self.ckpt_dir)
 
+    def _log_resharding(self, step: int, saved: dict[str, int]) -> None:
+        from workflow_scripts.train.train_reshard import layout
+
+        now = layout()
+        log.warning("resharding checkpoint step %d from TP %d PP %d (DP %d, %d processes) to TP %d PP %d (DP %d, %d "
+                    "processes): model, adapters and Adam moments resharded; progress and data position carried over "
+                    "(next sample %d); per-rank RNG states re-seeded from seed %d + step", step,
+                    saved["tensor_parallel"], saved["pipeline_parallel"], saved["data_parallel"], saved["world_size"],
+                    now["tensor_parallel"], now["pipeline_parallel"], now["data_parallel"], now["world_size"],
+                    step * self.cfg.global_batch_size, self.cfg.seed)
+
     def _resume(self) -> tuple[Path | None, dict[str, Any] | None]:
         """The newest complete checkpoint that every rank reads without error, and its progress. A corrupt one (a
         truncated file, a bad disk) is named and the previous complete one is used."""
@@ -43,13 +54,18 @@ class ResumeMixin:
         for candidate in train_checkpoint.complete_checkpoints(self.ckpt_dir):
             error = None
             try:
-                progress = train_checkpoint.load(candidate, self.model, self.optimizer, self.full_model)
+                progress, saved_layout = train_checkpoint.load(candidate, self.model, self.optimizer, self.full_model,
+                                                               self.cfg.seed)
+            except PipelineInputError:  # the same on every rank (it reads rank 0's file): the checkpoint is sound
+                raise
             except (Exception, CheckpointException) as err:  # noqa: BLE001 - any read failure makes it unusable
                 error = f"{type(err).__name__}: {err}"
             failed = torch.tensor([0 if error is None else 1], device=self.device)
             torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
             if not int(failed):
                 log.info("resumed from %s (step %d)", candidate, progress["step"])
+                if saved_layout:
+                    self._log_resharding(progress["step"], saved_layout)
                 return candidate, progress
             log.warning("checkpoint %s cannot be read (%s); trying the previous complete one", candidate,
                         error or "on another rank")

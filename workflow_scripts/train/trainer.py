@@ -79,8 +79,8 @@ def _body(argv: Sequence[str] | None) -> int:
         def on_signal(signum, _frame):
             trainer.stop_signal = signum
 
-        if trainer.full_model:  # megatron dist checkpoints: their writer's helper must outlive Slurm's signals
-            train_checkpoint.spawn_writer_helper_ignoring((signal.SIGTERM, signal.SIGUSR1))
+        if trainer.full_model or not trainer.megatron_optimizer:  # megatron dist checkpoints (model/, state/): their
+            train_checkpoint.spawn_writer_helper_ignoring((signal.SIGTERM, signal.SIGUSR1))  # writer's helper
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGUSR1, on_signal)
         return trainer.run()
