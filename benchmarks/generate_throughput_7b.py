@@ -158,11 +158,16 @@ def _run(cmd: list[str], log: Path, with_site: bool) -> subprocess.CompletedProc
         return subprocess.run(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+def weight_count(shape: dict) -> int:
+    """Parameters of the MHA Llama shapes above (embedding and output layer untied; norms left out)."""
+    return shape["vocab"] * shape["hidden"] * 2 + shape["layers"] * (
+        4 * shape["hidden"] ** 2 + 3 * shape["hidden"] * shape["ffn"])
+
+
 def roofline_seconds(shape: dict, prompts: list[list[int]], batch: int) -> float:
     """Lower bound of a run at `batch` rows: prefill FLOPs at GEMM_TFLOPS plus, per decode step, the weights and
     the batch's cached keys/values read at HBM_TB_S (batches formed longest first, as generate.length_batches)."""
-    params = shape["vocab"] * shape["hidden"] * 2 + shape["layers"] * (
-        4 * shape["hidden"] ** 2 + 3 * shape["hidden"] * shape["ffn"])
+    params = weight_count(shape)
     kv_per_token = shape["layers"] * 2 * shape["hidden"] * 2
     lengths = sorted((len(p) for p in prompts), reverse=True)
     seconds = 0.0
@@ -175,7 +180,7 @@ def roofline_seconds(shape: dict, prompts: list[list[int]], batch: int) -> float
 
 
 def table(results: dict, shape: dict, prompts: list[list[int]]) -> list[str]:
-    params = shape["vocab"] * shape["hidden"] * 2 + shape["layers"] * (4 * shape["hidden"] ** 2 + 3 * shape["hidden"] * shape["ffn"])
+    params = weight_count(shape)
     step_ms = 2 * params / (HBM_TB_S * 1e12) * 1e3
     hf_best = max((r["tokens_per_s"] for k, r in results.items() if k.startswith("hf_") and "tokens_per_s" in r),
                   default=float("nan"))
