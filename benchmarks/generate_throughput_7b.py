@@ -209,7 +209,8 @@ def main() -> None:
     p.add_argument("--hf-samples", type=int, default=128, help="prompts for each HF run (its rate is per batch)")
     p.add_argument("--hf-batches", type=int, nargs="*", default=[64, 128, 256], help="none: only the parity logits")
     p.add_argument("--static-samples", type=int, default=64, help="prompts for the reference path (--engine static)")
-    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_eager", "project_sdpa",
+    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_matmul", "project_eager",
+                                                 "project_sdpa",
                                                  "project_fast_batch64", "project_static_batch64"],
                    help="steps to run, in this order")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model, few samples")
@@ -246,6 +247,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
             "parity": None,
             "project_eager": (["--batch-size", "auto", "--cuda-graphs", "off"], a.samples),
             "project_sdpa": (["--batch-size", "auto", "--decode-attention", "sdpa"], a.samples),
+            "project_matmul": (["--batch-size", "auto", "--decode-attention", "matmul"], a.samples),
             "project_fast_batch64": (["--batch-size", "64"], a.samples // 2),
             "project_static_batch64": (["--batch-size", "64", "--engine", "static"], a.static_samples)}
     for name in a.runs:
@@ -265,7 +267,24 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     print(f"first-step logits vs HF (fp32): {json.dumps({k: report['parity'].get(k) for k in keys})}")
     forward = report["parity"].get("megatron_forward_vs_hf", {})
     print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")
+    for other in ("project_matmul", "project_sdpa", "project_eager"):
+        if "error" not in report["runs"].get(other, {"error": 1}) and "error" not in report["runs"].get(
+                "project_defaults", {"error": 1}):
+            print(f"greedy tokens, project_defaults vs {other}: {json.dumps(token_agreement(a.out, other))}")
     print("\n".join(table(report["runs"], shape, prompts)))
+
+
+def token_agreement(out: Path, other: str) -> dict:
+    """How many samples the defaults and `other` generate identically (bf16: a different kernel's rounding may flip
+    a near-tie of random weights' logits), and the mean index of the first different token where they differ."""
+    def tokens(name: str) -> dict[int, str]:
+        return {r["qsl_idx"]: r["data"] for r in json.loads((out / f"{name}_accuracy.json").read_text())}
+
+    mine, theirs = tokens("project_defaults"), tokens(other)
+    firsts = [next(i for i, (x, y) in enumerate(zip(mine[k], theirs[k])) if x != y) // 8
+              for k in mine if mine[k] != theirs.get(k)]  # hex of int32 tokens: 8 characters a token
+    return {"samples": len(mine), "identical": len(mine) - len(firsts),
+            "mean_first_difference": round(sum(firsts) / len(firsts), 1) if firsts else None}
 
 
 def _hf(me: list[str], out: Path) -> dict:

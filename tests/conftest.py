@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels (the decode-attention kernel) run under Triton's CPU interpreter in tests: set before any module
+# that defines a kernel is imported, as @triton.jit reads it then.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 # Test helpers (fixtures' modules, multi-process drivers, workers, test seams) live in tests/helpers; test modules
 # import them as top-level modules (`from slurm_cluster import ...`).

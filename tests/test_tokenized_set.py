@@ -111,6 +111,44 @@ def test_the_index_cache_rule_exits_2_with_one_line_on_a_mixed_set(two_sets, tmp
     assert not done.exists()
 
 
+def test_the_index_cache_rule_rebuilds_when_the_data_under_the_same_paths_changed(two_sets, tmp_path):
+    """megatron keys its cache files by the dataset's description, not its data: a rebuild after new tokens landed
+    under the same paths must not reuse the old indices (the demo's stale cache once failed with an IndexError)."""
+    train = _copy_set(two_sets[0], tmp_path / "c4-train.en_6_text_document")
+    valid = _copy_set(two_sets[0], tmp_path / "c4-validation_text_document")
+    done, cache = tmp_path / "done.json", tmp_path / "cache"
+
+    def build() -> dict:
+        proc = subprocess.run(
+            [sys.executable, "-m", "workflow_scripts.train.build_index_cache", "--recipe", "demo_pretrain_cpu",
+             "--done", str(done), "--set", f"train_data=[{train}]", f"validation_data={valid}",
+             f"index_cache={cache}"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+            text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(done.read_text())
+
+    first = build()
+    stale = {p.name: p.read_bytes() for p in cache.glob("*.npy")}
+    for prefix in (train, valid):  # the other tokenized set, published under the same names
+        _copy_set(two_sets[1], prefix)
+    second = build()
+    assert second["files"] == first["files"]  # same description, same names...
+    assert any((cache / name).read_bytes() != data for name, data in stale.items())  # ...new indices
+    from workflow_scripts.model.llama_model import init_parallel, shutdown_parallel
+    from workflow_scripts.train.train_config import build_config
+    from workflow_scripts.train.train_data import GPTBatches
+
+    cfg = build_config("demo_pretrain_cpu", {"train_data": [str(train)], "validation_data": str(valid),
+                                             "index_cache": str(cache)})
+    init_parallel(1, 1, seed=cfg.seed)
+    try:  # every sample of the rebuilt cache reads within the new data (the stale one raised IndexError here)
+        data = GPTBatches.for_config(cfg, 2048)
+        for i in range(len(data.valid)):
+            assert data.valid[i]["tokens"].shape[0] == cfg.seq_length
+    finally:
+        shutdown_parallel()
+
+
 # A tokenizer killed after it renamed the new .bin over an old set, before the .idx: the set must not pass as complete.
 _KILL_BETWEEN_RENAMES = """
 import os, signal, sys

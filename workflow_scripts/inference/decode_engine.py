@@ -11,8 +11,9 @@ prompt. Here:
   position (at a device-side index) and attends to the cache up to that position rounded up to KV_BLOCK, masked per
   row (left padding, positions not yet written), so a batch has a few step shapes with inputs in fixed buffers: on
   a GPU each shape is captured once as a CUDA graph and replayed (`Decoder`);
-- decode attention (one query per head) is two batched matmuls reading keys and values once (`DECODE_ATTENTION`);
-  the prefill uses torch's scaled_dot_product_attention;
+- decode attention (one query per head) is, on a GPU with Triton, a split-KV kernel that reads only each row's
+  written positions, so one CUDA graph serves the whole batch (decode_attention_triton.py); elsewhere two batched
+  matmuls over the masked KV block (`DECODE_ATTENTION`); the prefill uses torch's scaled_dot_product_attention;
 - GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
 - the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
   steps one flag is read (all rows done -> stop; half of them done -> drop them from the batch and the cache).
@@ -29,10 +30,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from workflow_scripts.inference import decode_attention_triton
+
 log = logging.getLogger("generate")
 KV_BLOCK = 64  # a decode step attends to whole blocks of cache positions: few step shapes, each one CUDA graph
 CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py --cuda-graphs off: eager launches)
-DECODE_ATTENTION = "matmul"  # decode attention: two batched matmuls, or "sdpa" (torch's fused kernels)
+DECODE_ATTENTION = "auto"  # "triton" (the split-KV kernel; auto on a GPU with Triton), "matmul" (auto otherwise), "sdpa"
 CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
@@ -94,13 +97,24 @@ def _decode_scores(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, ma
     return torch.matmul(probs, values)
 
 
-def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """query [s, b, heads, d] against cached keys/values [b, groups, L, d] under mask [b, 1, s, L] -> [s, b, heads*d]."""
+def decode_attention_kind(device: torch.device) -> str:
+    """DECODE_ATTENTION with "auto" resolved for `device`."""
+    if DECODE_ATTENTION != "auto":
+        return DECODE_ATTENTION
+    return "triton" if decode_attention_triton.available(device) else "matmul"
+
+
+def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+            mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """query [s, b, heads, d] against cached keys/values [b, groups, L, d] under mask [b, 1, s, L] (or, for the
+    Triton decode kernel, each row's span as (pad [b], pos [1])) -> [s, b, heads*d]."""
     s, b, heads, d = query.shape
     groups = keys.shape[1]
     if s == 1:  # decode: a group's query heads become rows against its keys (no copy of the cache for GQA)
         q = query.reshape(b, groups, heads // groups, d)
-        if DECODE_ATTENTION == "matmul":
+        if isinstance(mask, tuple):
+            out = decode_attention_triton.decode_attention(q, keys, values, *mask)
+        elif DECODE_ATTENTION in ("matmul", "auto"):
             out = _decode_scores(q, keys, values, mask)
         else:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
@@ -165,8 +179,11 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor
                 rope: RopeTable, length: int) -> torch.Tensor:
     """Feed `token` [b] at cache position `pos` (a one-element device tensor) attending to positions 0..length-1;
     logits [b, v]. Keys of left padding and of positions after `pos` are masked."""
-    ar = torch.arange(length, device=token.device)
-    mask = ((ar[None, :] >= pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
+    if decode_attention_kind(token.device) == "triton":
+        mask = (pad, pos)  # the kernel reads each row's span itself
+    else:
+        ar = torch.arange(length, device=token.device)
+        mask = ((ar[None, :] >= pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
     positions = (pos - pad)[:, None]
     hidden = model.embedding(input_ids=token[:, None], position_ids=positions)
     cos_sin = rope.at(positions)
@@ -190,6 +207,8 @@ class Decoder:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = None
         self.eager = not (token.is_cuda and CUDA_GRAPHS)
+        # the Triton kernel stops at each step's position itself: one step shape (and graph) for the whole batch
+        self.block = self.total if decode_attention_kind(token.device) == "triton" else KV_BLOCK
 
     def _capture(self, length: int) -> tuple:
         model, pad, cache, rope = self.args
@@ -206,7 +225,7 @@ class Decoder:
 
     def __call__(self, token: torch.Tensor, pos: int) -> torch.Tensor:
         model, pad, cache, rope = self.args
-        length = min(self.total, _round_up(pos + 1, KV_BLOCK))
+        length = min(self.total, _round_up(pos + 1, self.block))
         if not self.eager and length not in self.graphs:
             try:
                 self.graphs[length] = self._capture(length)

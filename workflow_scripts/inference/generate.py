@@ -176,8 +176,9 @@ def parser() -> argparse.ArgumentParser:
                    help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
     p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
                    help="fast engine on a GPU: replay each batch's decode steps as CUDA graphs (off: eager launches)")
-    p.add_argument("--decode-attention", choices=("matmul", "sdpa"), default="matmul",
-                   help="fast engine's decode attention: two batched matmuls, or torch's fused SDPA kernels")
+    p.add_argument("--decode-attention", choices=("auto", "triton", "matmul", "sdpa"), default="auto",
+                   help="fast engine's decode attention: the split-KV Triton kernel (auto on a GPU with Triton), two "
+                        "batched matmuls (auto otherwise), or torch's fused SDPA kernels")
     return p
 
 
@@ -244,6 +245,10 @@ def loadgen_generate(args: argparse.Namespace, model, vocab_size: int, prompts: 
     return _stats(args, layout, outputs, seconds, eos, result)
 
 
+def _devices():
+    yield torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[int]], seconds: float, eos: int,
            loadgen: dict[str, Any]) -> dict[str, Any]:
     generated = sum(len(o) for o in outputs)
@@ -254,7 +259,8 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
         "batch_size_requested": args.batch_size, "engine": args.engine,
-        "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention, "eos_id": eos, "dtype": DTYPE,
+        "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention,
+        "decode_attention_used": decode_engine.decode_attention_kind(next(_devices())), "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 

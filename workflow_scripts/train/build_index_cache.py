@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +35,10 @@ def _body(argv: Sequence[str] | None) -> int:
     if cfg.workload != "pretrain" or not cfg.index_cache:
         raise PipelineInputError(f"recipe {cfg.recipe}: an index cache needs a pretraining config with index_cache")
     vocab = LlamaConfig.from_json(dict(cfg.model_shape)).vocab_size if cfg.model_shape else 0
+    # megatron names its cache files by a hash of the dataset's description (paths, lengths, seed), not of the data:
+    # new tokens under the same paths would reuse the old indices (wrong sample boundaries, or an IndexError). This
+    # rule runs when its data or config changed, so it starts from an empty folder.
+    shutil.rmtree(cfg.index_cache, ignore_errors=True)
     init_parallel(1, 1, seed=cfg.seed)  # GPTDataset needs torch.distributed, like the trainer
     try:
         data = GPTBatches.for_config(cfg, vocab)
