@@ -11,9 +11,9 @@ prompt. Here:
   position (at a device-side index) and attends to the cache up to that position rounded up to KV_BLOCK, masked per
   row (left padding, positions not yet written), so a batch has a few step shapes with inputs in fixed buffers: on
   a GPU each shape is captured once as a CUDA graph and replayed (`Decoder`);
-- decode attention (one query per head) is, on a GPU with Triton, a split-KV kernel that reads only each row's
-  written positions, so one CUDA graph serves the whole batch (decode_attention_triton.py); elsewhere two batched
-  matmuls over the masked KV block (`DECODE_ATTENTION`); the prefill uses torch's scaled_dot_product_attention;
+- decode attention (one query per head) is two batched matmuls over the masked KV block, or (`DECODE_ATTENTION`
+  "triton") a split-KV kernel that reads only each row's written positions, so one CUDA graph serves the whole
+  batch (decode_attention_triton.py); the prefill uses torch's scaled_dot_product_attention;
 - GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
 - the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
   steps one flag is read (all rows done -> stop; half of them done -> drop them from the batch and the cache).
@@ -35,7 +35,9 @@ from workflow_scripts.inference import decode_attention_triton
 log = logging.getLogger("generate")
 KV_BLOCK = 64  # a decode step attends to whole blocks of cache positions: few step shapes, each one CUDA graph
 CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py --cuda-graphs off: eager launches)
-DECODE_ATTENTION = "auto"  # "triton" (the split-KV kernel; auto on a GPU with Triton), "matmul" (auto otherwise), "sdpa"
+# "matmul" (default), "triton" (decode_attention_triton.py: 1.7x faster alone, not faster end to end on the H200
+# benchmark: docs/performance.md), "sdpa", or "auto" (triton on a GPU with Triton, else matmul)
+DECODE_ATTENTION = "matmul"
 CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 

@@ -176,9 +176,9 @@ def parser() -> argparse.ArgumentParser:
                    help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
     p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
                    help="fast engine on a GPU: replay each batch's decode steps as CUDA graphs (off: eager launches)")
-    p.add_argument("--decode-attention", choices=("auto", "triton", "matmul", "sdpa"), default="auto",
-                   help="fast engine's decode attention: the split-KV Triton kernel (auto on a GPU with Triton), two "
-                        "batched matmuls (auto otherwise), or torch's fused SDPA kernels")
+    p.add_argument("--decode-attention", choices=("matmul", "triton", "sdpa", "auto"), default="matmul",
+                   help="fast engine's decode attention: two batched matmuls, the split-KV Triton kernel, torch's "
+                        "fused SDPA kernels, or auto (triton on a GPU with Triton, else matmul)")
     return p
 
 
