@@ -210,8 +210,7 @@ def main() -> None:
     p.add_argument("--hf-batches", type=int, nargs="*", default=[64, 128, 256], help="none: only the parity logits")
     p.add_argument("--static-samples", type=int, default=64, help="prompts for the reference path (--engine static)")
     p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_triton", "project_eager",
-                                                 "project_sdpa",
-                                                 "project_fast_batch64", "project_static_batch64"],
+                                                 "project_sdpa", "project_fast_batch64", "project_static_batch64"],
                    help="steps to run, in this order")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model, few samples")
     p.add_argument("--step", choices=["inputs", "hf", "parity"], help=argparse.SUPPRESS)

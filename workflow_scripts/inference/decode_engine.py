@@ -116,10 +116,10 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
         q = query.reshape(b, groups, heads // groups, d)
         if isinstance(mask, tuple):
             out = decode_attention_triton.decode_attention(q, keys, values, *mask)
-        elif DECODE_ATTENTION in ("matmul", "auto"):
-            out = _decode_scores(q, keys, values, mask)
-        else:
+        elif DECODE_ATTENTION == "sdpa":
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        else:  # matmul, or auto without Triton
+            out = _decode_scores(q, keys, values, mask)
     else:
         if groups != heads:
             keys = keys.repeat_interleave(heads // groups, dim=1)

@@ -245,13 +245,10 @@ def loadgen_generate(args: argparse.Namespace, model, vocab_size: int, prompts: 
     return _stats(args, layout, outputs, seconds, eos, result)
 
 
-def _devices():
-    yield torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[int]], seconds: float, eos: int,
            loadgen: dict[str, Any]) -> dict[str, Any]:
     generated = sum(len(o) for o in outputs)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where load_model put the model
     return {
         **layout,
         "samples": len(outputs), "generated_tokens": generated, "seconds": round(seconds, 3),
@@ -260,7 +257,7 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
         "batch_size_requested": args.batch_size, "engine": args.engine,
         "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention,
-        "decode_attention_used": decode_engine.decode_attention_kind(next(_devices())), "eos_id": eos, "dtype": DTYPE,
+        "decode_attention_used": decode_engine.decode_attention_kind(device), "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 
