@@ -225,6 +225,18 @@ def main() -> None:
     run_all(a, shape)
 
 
+def prepare(work: Path, out: Path, samples: int, tiny: bool) -> None:
+    """The random HF checkpoint, prompts and tokenizer (in a process without TE), and their megatron-core conversion
+    by the project's converter; each kept when already in `work`."""
+    if not (work / "samples.pkl").exists():
+        _run([sys.executable, __file__, "--work", str(work), "--samples", str(samples), "--step", "inputs"]
+             + (["--tiny"] if tiny else []), out / "inputs.log", with_site=False)
+    if not (work / "mcore").exists():
+        _run([sys.executable, "-m", "workflow_scripts.convert", "hf-to-mcore", "--hf", str(work / "hf"), "--out",
+              str(work / "mcore"), "--tp", "1", "--pp", "1", "--spec", "local" if tiny else "te",
+              "--make-vocab-size-divisible-by", "128", "--threads", "2"], out / "convert.log", with_site=True)
+
+
 def run_all(a: argparse.Namespace, shape: dict) -> None:
     """Every step in order; a step whose result is already in --work (a call cut off by its time limit) is kept."""
     import pandas as pd
@@ -235,12 +247,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     report = json.loads(done_file.read_text()) if done_file.exists() else {"runs": {}}
     me = [sys.executable, __file__, "--work", str(a.work), "--samples", str(a.samples), "--hf-samples",
           str(a.hf_samples), "--hf-batches", *map(str, a.hf_batches)] + (["--tiny"] if a.tiny else [])
-    if not (a.work / "samples.pkl").exists():
-        _run(me + ["--step", "inputs"], a.out / "inputs.log", with_site=False)
-    if not (a.work / "mcore").exists():
-        _run([sys.executable, "-m", "workflow_scripts.convert", "hf-to-mcore", "--hf", str(a.work / "hf"), "--out",
-              str(a.work / "mcore"), "--tp", "1", "--pp", "1", "--spec", "local" if a.tiny else "te",
-              "--make-vocab-size-divisible-by", "128", "--threads", "2"], a.out / "convert.log", with_site=True)
+    prepare(a.work, a.out, a.samples, a.tiny)
     runs = {"project_defaults": (["--batch-size", "auto"], a.samples),
             "hf": None,
             "parity": None,
