@@ -1,5 +1,5 @@
 """Where a generation batch's time goes on one GPU: the fast engine's prefill, its CUDA-graph captures and its decode
-steps, timed apart (synchronised), for each decode attention; then one eager decode step and one prefill chunk under
+steps, timed apart (synchronised), for each decode attention and RoPE setting; then one eager decode step and one prefill chunk under
 torch.profiler, kernels summed by kind (GEMM, attention, softmax, elementwise/copy, norm/reduce, other).
 
 Same weights and prompts as benchmarks/generate_throughput_7b.py (a random Llama-2-7B-shaped checkpoint converted by
@@ -43,11 +43,12 @@ def synced(device) -> float:
     return time.perf_counter()
 
 
-def timed_batch(model, vocab: int, prompts: list[list[int]], attention: str, device) -> dict:
-    """generate_batch_fast over `prompts` with its prefill and graph captures timed (synchronised wrappers)."""
+def timed_batch(model, vocab: int, prompts: list[list[int]], setting: str, device) -> dict:
+    """generate_batch_fast over `prompts` with its prefill and graph captures timed (synchronised wrappers), at
+    `setting` = "decode attention/rope" (decode_engine.DECODE_ATTENTION / ROPE)."""
     from workflow_scripts.inference import decode_engine as D
 
-    D.DECODE_ATTENTION = attention
+    D.DECODE_ATTENTION, D.ROPE = setting.split("/")
     spent = defaultdict(float)
     counts = defaultdict(int)
     originals = D.prefill, D.Decoder._capture
@@ -70,7 +71,8 @@ def timed_batch(model, vocab: int, prompts: list[list[int]], attention: str, dev
         D.prefill, D.Decoder._capture = originals
     steps = len(out[0]) - 1
     decode = total - spent["prefill"] - spent["capture"]
-    return {"attention": attention, "rows": len(prompts), "seconds": total, "prefill_s": spent["prefill"],
+    return {"setting": setting, "attention": D.decode_attention_kind(device), "rope": D.rope_kind(device),
+            "rows": len(prompts), "seconds": total, "prefill_s": spent["prefill"],
             "capture_s": spent["capture"], "captures": counts["capture"], "decode_s": decode, "steps": steps,
             "ms_per_step": decode / steps * 1e3, "tokens_per_s": len(prompts) * len(out[0]) / total}
 
@@ -106,7 +108,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/generate7b"), help="checkpoint and prompts (shared with "
                    "generate_throughput_7b.py)")
     p.add_argument("--samples", type=int, default=512)
-    p.add_argument("--attention", nargs="+", default=["matmul", "triton"])
+    p.add_argument("--settings", nargs="+", default=["auto/auto", "triton/torch", "matmul/torch"],
+                   help="decode attention/rope of each timed batch, in order (the first pays the process's warm-up)")
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -137,13 +140,15 @@ def profile_batch(a: argparse.Namespace) -> dict:
     report = {"rows": rows, "cache_positions": positions, "longest_prompt": max(map(len, batch)), "runs": [],
               "kernels": {}}
     with torch.no_grad():
-        for attention in a.attention:
-            report["runs"].append(timed_batch(model, cfg.vocab_size, batch, attention, device))
+        for setting in a.settings:
+            report["runs"].append(timed_batch(model, cfg.vocab_size, batch, setting, device))
             _free()  # one batch's cache (and its graphs' pool) at a time: `auto` sized the batch for one
-            report["kernels"][f"decode step, {attention} (eager)"] = kernel_profile(
-                _one_step(model, batch, attention, device), device)
+            report["kernels"][f"decode step, {setting} (eager)"] = kernel_profile(
+                _one_step(model, batch, setting, device), device)
             _free()
-        report["kernels"]["prefill chunk"] = kernel_profile(_one_prefill_chunk(model, batch, device), device)
+            report["kernels"][f"prefill chunk, rope {setting.split('/')[1]}"] = kernel_profile(
+                _one_prefill_chunk(model, batch, device), device)
+            _free()
     return report
 
 
@@ -157,20 +162,20 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def _one_step(model, batch: list[list[int]], attention: str, device):
+def _one_step(model, batch: list[list[int]], setting: str, device):
     """An eager decode step of `batch` at its middle decode position (cache filled by a prefill)."""
     import torch
 
     from workflow_scripts.inference import decode_engine as D
 
-    D.DECODE_ATTENTION = attention
+    D.DECODE_ATTENTION, D.ROPE = setting.split("/")
     tokens, pad = D.left_pad(batch, device)
     dtype = next(model.parameters()).dtype
     cache = D.KVCache(model, len(batch), D.cache_positions(tokens.shape[1], 256), dtype, device)
     rope = D.RopeTable(model, cache.keys[0].shape[2], dtype)
     token = D.prefill(model, tokens, pad, cache, rope)[:, :100].argmax(-1)
     pos = tokens.shape[1] + 127
-    length = D._round_up(pos + 1, D.KV_BLOCK) if attention != "triton" else cache.keys[0].shape[2]
+    length = D._round_up(pos + 1, D.KV_BLOCK) if D.decode_attention_kind(device) != "triton" else cache.keys[0].shape[2]
     at = torch.tensor([pos], device=device)
     return lambda: D.decode_step(model, token, at, pad, cache, rope, length)
 
@@ -198,10 +203,11 @@ def print_report(report: dict, tiny: bool) -> None:
         print(f"\n{name}: {total:.2f} ms of kernels ({kinds})")
         for ms, count, key in prof["top"][:8]:
             print(f"  {ms:8.3f} ms  x{count:<5d} {key}")
-    print("\n| decode attention | rows | seconds | prefill s | captures | capture s | decode s | ms/step | new tokens/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| setting (attention/rope) | used | rows | seconds | prefill s | captures | capture s | decode s | ms/step |"
+          " new tokens/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in report["runs"]:
-        print(f"| {r['attention']} | {r['rows']} | {r['seconds']:.2f} | {r['prefill_s']:.2f} | {r['captures']} | "
+        print(f"| {r['setting']} | {r['attention']}/{r['rope']} | {r['rows']} | {r['seconds']:.2f} | {r['prefill_s']:.2f} | {r['captures']} | "
               f"{r['capture_s']:.2f} | {r['decode_s']:.2f} | {r['ms_per_step']:.2f} | {r['tokens_per_s']:,.0f} |")
 
 

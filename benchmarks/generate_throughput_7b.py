@@ -209,8 +209,9 @@ def main() -> None:
     p.add_argument("--hf-samples", type=int, default=128, help="prompts for each HF run (its rate is per batch)")
     p.add_argument("--hf-batches", type=int, nargs="*", default=[64, 128, 256], help="none: only the parity logits")
     p.add_argument("--static-samples", type=int, default=64, help="prompts for the reference path (--engine static)")
-    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_triton", "project_eager",
-                                                 "project_sdpa", "project_fast_batch64", "project_static_batch64"],
+    p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_matmul",
+                                                 "project_torch_rope", "project_eager", "project_sdpa",
+                                                 "project_fast_batch64", "project_static_batch64"],
                    help="steps to run, in this order")
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model, few samples")
     p.add_argument("--step", choices=["inputs", "hf", "parity"], help=argparse.SUPPRESS)
@@ -253,7 +254,8 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
             "parity": None,
             "project_eager": (["--batch-size", "auto", "--cuda-graphs", "off"], a.samples),
             "project_sdpa": (["--batch-size", "auto", "--decode-attention", "sdpa"], a.samples),
-            "project_triton": (["--batch-size", "auto", "--decode-attention", "triton"], a.samples),
+            "project_matmul": (["--batch-size", "auto", "--decode-attention", "matmul"], a.samples),
+            "project_torch_rope": (["--batch-size", "auto", "--rope", "torch"], a.samples),
             "project_fast_batch64": (["--batch-size", "64"], a.samples // 2),
             "project_static_batch64": (["--batch-size", "64", "--engine", "static"], a.static_samples)}
     for name in a.runs:
@@ -273,7 +275,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     print(f"first-step logits vs HF (fp32): {json.dumps({k: report['parity'].get(k) for k in keys})}")
     forward = report["parity"].get("megatron_forward_vs_hf", {})
     print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")
-    for other in ("project_triton", "project_sdpa", "project_eager"):
+    for other in ("project_matmul", "project_torch_rope", "project_sdpa", "project_eager"):
         if "error" not in report["runs"].get(other, {"error": 1}) and "error" not in report["runs"].get(
                 "project_defaults", {"error": 1}):
             print(f"greedy tokens, project_defaults vs {other}: {json.dumps(token_agreement(a.out, other))}")

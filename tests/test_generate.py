@@ -110,9 +110,11 @@ def test_fast_engine_equals_static_path_for_every_sample(model, monkeypatch):
     monkeypatch.setattr(D.KVCache, "keep", lambda self, rows: (dropped.append(len(rows)), keep(self, rows)))
     monkeypatch.setattr(D, "CHECK_EVERY", 3)
     monkeypatch.setattr(D, "KV_BLOCK", 4)  # steps attend to several cache lengths within a short run
-    for batch, min_new, attention in ((24, 1, "matmul"), (5, 2, "matmul"), (5, 2, "sdpa"), (5, 2, "triton")):
+    for batch, min_new, attention, rope in ((24, 1, "matmul", "torch"), (5, 2, "matmul", "torch"),
+                                            (5, 2, "sdpa", "torch"), (5, 2, "triton", "triton")):
         monkeypatch.setattr(D, "DECODE_ATTENTION", attention)
-        if attention == "triton":  # the kernel on CPU under Triton's interpreter, one step shape for the batch
+        monkeypatch.setattr(D, "ROPE", rope)
+        if attention == "triton":  # the kernels on CPU under Triton's interpreter, one step shape for the batch
             pytest.importorskip("triton")
             from triton_interpreter import patch_scalar_index
 

@@ -60,8 +60,10 @@ def hf_logits(hf_dir: Path | str, tokens: torch.Tensor) -> torch.Tensor:
         return model(input_ids=tokens).logits.float()
 
 
-def load_mcore_model(mcore_dir: Path | str, spec: str | None = None, params_dtype: torch.dtype = torch.float32):
-    """GPTModel (fp32 unless told, gathered logits) at the current parallel state, with the checkpoint's weights."""
+def load_mcore_model(mcore_dir: Path | str, spec: str | None = None, params_dtype: torch.dtype = torch.float32,
+                     **config_overrides):
+    """GPTModel (fp32 unless told, gathered logits) at the current parallel state, with the checkpoint's weights
+    (`config_overrides`: TransformerConfig fields, e.g. fusions)."""
     from megatron.core import dist_checkpointing
 
     from workflow_scripts.convert.conversion import read_model_config
@@ -69,7 +71,7 @@ def load_mcore_model(mcore_dir: Path | str, spec: str | None = None, params_dtyp
 
     cfg, meta = read_model_config(mcore_dir)
     spec = spec or ("local" if not torch.cuda.is_available() else meta["spec"])
-    model = build_gpt_model(cfg, spec, params_dtype=params_dtype, parallel_output=False)
+    model = build_gpt_model(cfg, spec, params_dtype=params_dtype, parallel_output=False, **config_overrides)
     state = dist_checkpointing.load(model.sharded_state_dict(), str(mcore_dir))
     model.load_state_dict(state)
     model.eval()

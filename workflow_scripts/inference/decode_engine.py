@@ -7,13 +7,14 @@ prompt. Here:
 
 - prompts are left-padded to the batch's longest and prefilled in one pass (row chunks bound the activations);
 - RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
+  on a GPU one in-place Triton kernel per tensor rotates them (rope_triton.py), elsewhere torch's elementwise ops;
 - the cache is [rows, kv groups, positions, head dim] per layer, allocated once per batch; each step writes one
   position (at a device-side index) and attends to the cache up to that position rounded up to KV_BLOCK, masked per
   row (left padding, positions not yet written), so a batch has a few step shapes with inputs in fixed buffers: on
   a GPU each shape is captured once as a CUDA graph and replayed (`Decoder`);
-- decode attention (one query per head) is two batched matmuls over the masked KV block, or (`DECODE_ATTENTION`
-  "triton") a split-KV kernel that reads only each row's written positions, so one CUDA graph serves the whole
-  batch (decode_attention_triton.py); the prefill uses torch's scaled_dot_product_attention;
+- decode attention (one query per head) is, on a GPU, a split-KV Triton kernel that reads only each row's written
+  positions, so one CUDA graph serves the whole batch (decode_attention_triton.py); elsewhere (or `DECODE_ATTENTION`
+  "matmul") two batched matmuls over the masked KV block; the prefill uses torch's scaled_dot_product_attention;
 - GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
 - the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
   steps one flag is read (all rows done -> stop; half of them done -> drop them from the batch and the cache).
@@ -30,14 +31,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.inference import decode_attention_triton
+from workflow_scripts.inference import decode_attention_triton, rope_triton
 
 log = logging.getLogger("generate")
 KV_BLOCK = 64  # a decode step attends to whole blocks of cache positions: few step shapes, each one CUDA graph
 CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py --cuda-graphs off: eager launches)
-# "matmul" (default), "triton" (decode_attention_triton.py: 1.7x faster alone, not faster end to end on the H200
-# benchmark: docs/performance.md), "sdpa", or "auto" (triton on a GPU with Triton, else matmul)
-DECODE_ATTENTION = "matmul"
+# "auto" (default: triton on a GPU with Triton, else matmul), "matmul", "triton" (decode_attention_triton.py) or "sdpa"
+DECODE_ATTENTION = "auto"
+ROPE = "auto"  # "auto" (rope_triton.py's kernel on a GPU with Triton, else torch), "torch" or "triton"
 CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
@@ -80,9 +81,21 @@ class RopeTable:
         angles = model.rotary_pos_emb(positions).reshape(positions, -1)  # [n, rot_dim], fp32
         self.cos, self.sin = torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
 
-    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for `positions` [rows, s], shaped [s, rows, 1, rot_dim] like megatron's [s, b, heads, dim]."""
-        return (self.cos[positions].transpose(0, 1).unsqueeze(2), self.sin[positions].transpose(0, 1).unsqueeze(2))
+    def at(self, positions: torch.Tensor):
+        """The rotation of [s, rows, heads, dim] tensors (megatron's layout) at `positions` [rows, s]: the Triton
+        kernel in place, or the torch form on cos/sin gathered as [s, rows, 1, rot_dim]."""
+        if rope_kind(positions.device) == "triton":
+            return lambda t: rope_triton.rotate_(t, self.cos, self.sin, positions)
+        cos = self.cos[positions].transpose(0, 1).unsqueeze(2)
+        sin = self.sin[positions].transpose(0, 1).unsqueeze(2)
+        return lambda t: _rotate(t, cos, sin)
+
+
+def rope_kind(device: torch.device) -> str:
+    """ROPE with "auto" resolved for `device`."""
+    if ROPE != "auto":
+        return ROPE
+    return "triton" if rope_triton.available(device) else "torch"
 
 
 def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -128,14 +141,14 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     return out.reshape(b, heads, s, d).permute(2, 0, 1, 3).reshape(s, b, heads * d)
 
 
-def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope: tuple,
+def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope,
            at: int | torch.Tensor, length: int, mask: torch.Tensor) -> torch.Tensor:
     """One transformer layer for `hidden` [s, b, h], writing its keys/values at cache position `at` (prefill: an int,
     positions at..at+s-1; decode: a one-element device tensor, so a captured graph replays any step) and attending
     to positions 0..length-1 under `mask`."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
-    query, key = _rotate(query, *rope), _rotate(key, *rope)
+    query, key = rope(query), rope(key)
     if isinstance(at, int):
         keys[:, :, at:at + hidden.shape[0]] = key.permute(1, 2, 0, 3)
         values[:, :, at:at + hidden.shape[0]] = value.permute(1, 2, 0, 3)
@@ -169,9 +182,9 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
         mask = (causal[None] & (real_key | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]))
         positions = (ar[None, :] - part_pad[:, None]).clamp(min=0)
         hidden = model.embedding(input_ids=part, position_ids=positions)
-        cos_sin = rope.at(positions)
+        rotate = rope.at(positions)
         for i, layer in enumerate(model.decoder.layers):
-            hidden = _layer(layer, hidden, cache.keys[i][r0:r0 + chunk], cache.values[i][r0:r0 + chunk], cos_sin,
+            hidden = _layer(layer, hidden, cache.keys[i][r0:r0 + chunk], cache.values[i][r0:r0 + chunk], rotate,
                             0, length, mask.unsqueeze(1))
         out.append(_logits(model, hidden))
     return torch.cat(out)
@@ -188,9 +201,9 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor
         mask = ((ar[None, :] >= pad[:, None]) & (ar[None, :] <= pos))[:, None, None, :]
     positions = (pos - pad)[:, None]
     hidden = model.embedding(input_ids=token[:, None], position_ids=positions)
-    cos_sin = rope.at(positions)
+    rotate = rope.at(positions)
     for i, layer in enumerate(model.decoder.layers):
-        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], cos_sin, pos, length, mask)
+        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], rotate, pos, length, mask)
     return _logits(model, hidden)
 
 

@@ -133,7 +133,9 @@ def load_model(mcore_dir: Path | str, tp: int = 1):
     init_parallel(tp, 1)
     if torch.cuda.is_available():
         # Built in bf16 on this rank's GPU: an fp32 70B shard at TP 8 (35 GB) plus its load would crowd an 80 GB H100.
-        model, cfg = load_mcore_model(mcore_dir, params_dtype=torch.bfloat16)
+        # SwiGLU eager: megatron's fused one is torch.compile'd, which compiles again for every new batch shape
+        # (seconds each); the decode steps replay CUDA graphs anyway.
+        model, cfg = load_mcore_model(mcore_dir, params_dtype=torch.bfloat16, bias_activation_fusion=False)
         return model.to(device="cuda", dtype=torch.bfloat16), cfg
     return load_mcore_model(mcore_dir)
 
@@ -176,9 +178,12 @@ def parser() -> argparse.ArgumentParser:
                    help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
     p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
                    help="fast engine on a GPU: replay each batch's decode steps as CUDA graphs (off: eager launches)")
-    p.add_argument("--decode-attention", choices=("matmul", "triton", "sdpa", "auto"), default="matmul",
+    p.add_argument("--decode-attention", choices=("matmul", "triton", "sdpa", "auto"), default="auto",
                    help="fast engine's decode attention: two batched matmuls, the split-KV Triton kernel, torch's "
-                        "fused SDPA kernels, or auto (triton on a GPU with Triton, else matmul)")
+                        "fused SDPA kernels, or auto (the default: triton on a GPU with Triton, else matmul)")
+    p.add_argument("--rope", choices=("torch", "triton", "auto"), default="auto",
+                   help="fast engine's RoPE: torch elementwise ops, the in-place Triton kernel, or auto (the "
+                        "default: triton on a GPU with Triton, else torch)")
     return p
 
 
@@ -190,6 +195,7 @@ def generate_files(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     decode_engine.CUDA_GRAPHS = args.cuda_graphs == "on"
     decode_engine.DECODE_ATTENTION = args.decode_attention
+    decode_engine.ROPE = args.rope
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
         raise PipelineInputError(f"need 1 <= min_new_tokens ({args.min_new_tokens}) <= max_new_tokens ({args.max_new_tokens})")
     model_cfg = _model_config(args.mcore)
@@ -257,7 +263,8 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
         "batch_size_requested": args.batch_size, "engine": args.engine,
         "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention,
-        "decode_attention_used": decode_engine.decode_attention_kind(device), "eos_id": eos, "dtype": DTYPE,
+        "decode_attention_used": decode_engine.decode_attention_kind(device), "rope": args.rope,
+        "rope_used": decode_engine.rope_kind(device), "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 
