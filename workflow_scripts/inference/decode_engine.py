@@ -5,7 +5,8 @@ unrotated and re-rotates the whole cached key tensor on every step, grows the at
 (Transformer Engine then re-chooses its attention backend every step), and can only prefill a batch up to its shortest
 prompt. Here:
 
-- prompts are left-padded to the batch's longest and prefilled in one pass (row chunks bound the activations);
+- prompts are left-padded to the batch's longest in the cache and prefilled in one pass (row chunks bound the
+  activations), right-aligned so that causal attention needs no padding mask;
 - RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
   on a GPU one in-place Triton kernel per tensor rotates them (rope_triton.py), elsewhere torch's elementwise ops;
 - the cache is [rows, kv groups, positions, head dim] per layer, allocated once per batch; each step writes one
@@ -120,9 +121,10 @@ def decode_attention_kind(device: torch.device) -> str:
 
 
 def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-            mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """query [s, b, heads, d] against cached keys/values [b, groups, L, d] under mask [b, 1, s, L] (or, for the
-    Triton decode kernel, each row's span as (pad [b], pos [1])) -> [s, b, heads*d]."""
+            mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """query [s, b, heads, d] against keys/values [b, groups, L, d]: a decode step (s 1) against the cache under
+    mask [b, 1, 1, L] (or, for the Triton decode kernel, each row's span as (pad [b], pos [1])); a prefill (mask
+    None) causally against its own right-aligned keys -> [s, b, heads*d]."""
     s, b, heads, d = query.shape
     groups = keys.shape[1]
     if s == 1:  # decode: a group's query heads become rows against its keys (no copy of the cache for GQA)
@@ -137,56 +139,68 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
         if groups != heads:
             keys = keys.repeat_interleave(heads // groups, dim=1)
             values = values.repeat_interleave(heads // groups, dim=1)
-        out = F.scaled_dot_product_attention(query.permute(1, 2, 0, 3), keys, values, attn_mask=mask)
+        out = F.scaled_dot_product_attention(query.permute(1, 2, 0, 3), keys, values, is_causal=True)
     return out.reshape(b, heads, s, d).permute(2, 0, 1, 3).reshape(s, b, heads * d)
 
 
 def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope,
-           at: int | torch.Tensor, length: int, mask: torch.Tensor) -> torch.Tensor:
-    """One transformer layer for `hidden` [s, b, h], writing its keys/values at cache position `at` (prefill: an int,
-    positions at..at+s-1; decode: a one-element device tensor, so a captured graph replays any step) and attending
-    to positions 0..length-1 under `mask`."""
+           at: torch.Tensor, length: int, mask) -> torch.Tensor:
+    """One transformer layer for `hidden` [s, b, h].
+
+    Decode (s 1): `at` is a one-element device tensor (so a captured graph replays any step); the keys/values are
+    written at cache position `at`, and attend to positions 0..length-1 under `mask`.
+    Prefill: `at` is the cache slot [b, 1, s, 1] of each right-aligned position (mask None); attention is causal
+    within the chunk, and the cache keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad
+    tokens' keys land in the masked left padding."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
     query, key = rope(query), rope(key)
-    if isinstance(at, int):
-        keys[:, :, at:at + hidden.shape[0]] = key.permute(1, 2, 0, 3)
-        values[:, :, at:at + hidden.shape[0]] = value.permute(1, 2, 0, 3)
+    key, value = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)
+    if mask is None:
+        slots = at.expand(-1, key.shape[1], -1, key.shape[3])
+        keys[:, :, :key.shape[2]].scatter_(2, slots, key)
+        values[:, :, :value.shape[2]].scatter_(2, slots, value)
+        attended = _attend(query, key, value, None)
     else:
-        keys.index_copy_(2, at, key.permute(1, 2, 0, 3))
-        values.index_copy_(2, at, value.permute(1, 2, 0, 3))
-    out, _ = attention.linear_proj(_attend(query, keys[:, :, :length], values[:, :, :length], mask))
+        keys.index_copy_(2, at, key)
+        values.index_copy_(2, at, value)
+        attended = _attend(query, keys[:, :, :length], values[:, :, :length], mask)
+    out, _ = attention.linear_proj(attended)
     hidden = hidden + out
     out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
     return hidden + out
 
 
-def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """Gathered logits [b, v] of the last position of `hidden` [s, b, h]."""
-    hidden = model.decoder.final_layernorm(hidden[-1:])
+def _logits(model, hidden: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+    """Gathered logits [b, v] of the last position of `hidden` [s, b, h] (or of each row's position `last` [b])."""
+    if last is None:
+        hidden = hidden[-1:]
+    else:
+        hidden = hidden[last, torch.arange(hidden.shape[1], device=hidden.device)].unsqueeze(0)
+    hidden = model.decoder.final_layernorm(hidden)
     logits, _ = model.output_layer(hidden, runtime_gather_output=True)
     return logits[0]
 
 
 def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope: RopeTable) -> torch.Tensor:
-    """Run the left-padded prompts [b, P] through the model, filling cache positions 0..P-1; logits [b, v] of the
-    last prompt token. Pad positions attend only to themselves (a row of all -inf would give NaN keys to mask)."""
+    """Run the left-padded prompts [b, P] through the model, filling cache positions 0..P-1 (left-aligned, as the
+    decode steps read them); logits [b, v] of the last prompt token. The rows run right-aligned (prompt first, its
+    padding after), so plain causal attention is exact for every prompt token and needs no mask: torch's flash
+    kernel, which skips the masked half, where a padding mask would force the memory-efficient one."""
     rows, length = tokens.shape
     ar = torch.arange(length, device=tokens.device)
-    causal = ar[None, :] <= ar[:, None]
     chunk = max(1, PREFILL_TOKENS // length)
     out = []
     for r0 in range(0, rows, chunk):
         part, part_pad = tokens[r0:r0 + chunk], pad[r0:r0 + chunk]
-        real_key = (ar[None, :] >= part_pad[:, None])[:, None, :]  # [b, 1, P]
-        mask = (causal[None] & (real_key | torch.eye(length, dtype=torch.bool, device=tokens.device)[None]))
-        positions = (ar[None, :] - part_pad[:, None]).clamp(min=0)
-        hidden = model.embedding(input_ids=part, position_ids=positions)
+        slots = (ar[None, :] + part_pad[:, None]) % length  # right-aligned position j <- left-aligned column slot
+        positions = ar[None, :].expand(len(part), length)
+        hidden = model.embedding(input_ids=part.gather(1, slots), position_ids=positions)
         rotate = rope.at(positions)
         for i, layer in enumerate(model.decoder.layers):
             hidden = _layer(layer, hidden, cache.keys[i][r0:r0 + chunk], cache.values[i][r0:r0 + chunk], rotate,
-                            0, length, mask.unsqueeze(1))
-        out.append(_logits(model, hidden))
+                            slots[:, None, :, None], length, None)
+        out.append(_logits(model, hidden, length - 1 - part_pad))
     return torch.cat(out)
 
 
@@ -267,7 +281,7 @@ def cache_positions(longest_prompt: int, max_new_tokens: int) -> int:
 
 def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts right-aligned in [b, longest rounded up to 8] (pad id 0, masked everywhere) and each row's pad count.
-    The rounding keeps the prefill's mask rows 16-byte aligned, as the fused attention kernels want them."""
+    The rounding keeps the cache lengths multiples of 8 (aligned rows for the attention kernels)."""
     longest = _round_up(max(len(p) for p in prompts), 8)
     tokens = torch.zeros(len(prompts), longest, dtype=torch.long)
     for row, ids in enumerate(prompts):
