@@ -13,7 +13,7 @@ import argparse
 import torch
 
 AUTO = "auto"
-KV_SHARE = 0.7
+KV_SHARE = 0.85  # the rest (15%) holds the prefill chunk's activations and the allocator's slack: 7B at batch 176 ran on the H200
 MAX_ROWS = 256
 CPU_ROWS = 8
 
