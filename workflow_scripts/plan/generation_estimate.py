@@ -3,7 +3,7 @@
     python -m workflow_scripts.plan.generation_estimate
 
 From the roofline of the generation (decode_engine.py) scaled by the fraction of it measured on one H200:
-benchmarks/generate_throughput_7b.py ran the entry point's defaults (Llama-2-7B shape, batch auto = 148 rows,
+benchmarks/generate_throughput_7b.py ran the entry point's defaults (Llama-2-7B shape, batch auto = 180 rows,
 prompts of 719-898 tokens, 256 new tokens) at MEASURED_ROOFLINE_FRACTION of its roofline (docs/performance.md).
 
 Roofline of a batch of `rows` on `gpus` GPUs in one tensor-parallel group: the prefill's GEMM FLOPs (2 N per prompt
@@ -25,7 +25,7 @@ MEAN_NEW_TOKENS = REFERENCE["tokens_per_sample"]  # the reference's mean generat
 MEAN_PROMPT_TOKENS = 808  # mean of the benchmark's prompts (719-898 uniform); OpenOrca itself is not available here
 MAX_NEW_TOKENS = 1024  # the reference SUT's max_new_tokens (config inference.max_new_tokens for a real run)
 MAX_PROMPT_TOKENS = 1024  # the longest prompts the sampled set keeps (processorca's filter)
-MEASURED_ROOFLINE_FRACTION = 0.598  # benchmarks/generate_throughput_7b.py on one H200, defaults (docs/performance.md)
+MEASURED_ROOFLINE_FRACTION = 0.763  # benchmarks/generate_throughput_7b.py on one H200, defaults (docs/performance.md)
 OCCUPANCY = 0.75
 ALLREDUCE_S = 25e-6
 LLAMA2_70B = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_layers=80,
