@@ -1,7 +1,8 @@
 """Greedy generation on one GPU, side by side in one call: HF transformers `generate` (the reference SUT's way: greedy,
 bf16, SDPA, left-padded batches) and the project's generation through its real entry point
 (`torchrun -m workflow_scripts.inference.generate`, as rule `generate` runs it) with its defaults (engine fast, batch
-auto), plus the reference path (`--engine static`, megatron's StaticInferenceContext) and the fast engine at batch 64.
+auto), plus the reference path (`--engine static`, megatron's StaticInferenceContext), the fast engine at batch 64
+and one run per lever (`--runs`: project_matmul, project_torch_rope, project_eager, project_sdpa, project_batch_176).
 
 Same weights for all: a random Llama-2-7B-shaped HF checkpoint (bf16, seed 0) converted by the project's own
 `python -m workflow_scripts.convert hf-to-mcore`. Same prompts: random ids, lengths uniform over 719-898 tokens (the
