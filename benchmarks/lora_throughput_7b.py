@@ -106,6 +106,8 @@ RUNS = {  # name: (label, --set overrides); the first two are the recipe's own d
     "fp8_attn": ("lever: fp8 + FP8 attention", ["precision=fp8", "fp8_attention=true"]),
     "fp8_amax16": ("lever: fp8, amax history 16", ["precision=fp8", "fp8_amax_history_len=16"]),
     "fp8_current": ("lever: fp8, current scaling (tensorwise)", ["precision=fp8", "fp8_recipe=tensorwise"]),
+    "bf16_graphs": ("lever: bf16 + CUDA graphs", ["cuda_graphs=true"]),
+    "fp8_graphs": ("lever: fp8 + CUDA graphs", ["precision=fp8", "cuda_graphs=true"]),
     "bf16_unfused_rope": ("lever off: bf16, RoPE unfused", ["rope_fusion=false"]),
     "fp8_unfused_rope": ("lever off: fp8, RoPE unfused", ["precision=fp8", "rope_fusion=false"]),
 }

@@ -188,12 +188,13 @@ def test_pp2_with_a_resume_gives_the_pp1_losses_and_adapter(setup, tmp_path):
     ("optimizer_impl=megatron", "optimizer_impl megatron needs CUDA"),
     ("optimizer_impl=adafactor", "optimizer_impl must be 'auto', 'megatron' or 'torch', got 'adafactor'"),
     ("global_batch_size=5", "global_batch_size 5 is not a multiple of micro_batch_size 2"),
+    ("cuda_graphs=true", "cuda_graphs needs CUDA, spec te (not local)"),
 ])
 def test_bad_config_fails_before_any_compute_naming_the_key(setup, tmp_path, capsys, bad, message):
     from workflow_scripts.train.trainer import main
 
     *_, sets = setup
-    if bad.startswith("optimizer_impl=megatron") and torch.cuda.is_available():
+    if bad.startswith(("optimizer_impl=megatron", "cuda_graphs")) and torch.cuda.is_available():
         pytest.skip("CUDA present")
     code = main(["--recipe", "demo_lora_cpu", "--out", str(tmp_path / "o"), "--ckpt-dir", str(tmp_path / "c"),
                  "--set", *sets, bad])

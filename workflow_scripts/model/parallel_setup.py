@@ -11,8 +11,9 @@ import torch
 from workflow_scripts.core.errors import PipelineInputError
 
 
-def init_parallel(tp: int = 1, pp: int = 1, seed: int = 1234) -> None:
-    """torch.distributed (gloo on CPU, NCCL on GPU; env:// under torchrun, else a 1-process group) + megatron state."""
+def init_parallel(tp: int = 1, pp: int = 1, seed: int = 1234, te_rng_tracker: bool = False) -> None:
+    """torch.distributed (gloo on CPU, NCCL on GPU; env:// under torchrun, else a 1-process group) + megatron state.
+    `te_rng_tracker`: Transformer Engine's RNG tracker, which CUDA-graph capture needs (GPU only)."""
     from megatron.core import parallel_state, tensor_parallel
 
     from workflow_scripts.model import megatron_cpu_compat
@@ -32,7 +33,7 @@ def init_parallel(tp: int = 1, pp: int = 1, seed: int = 1234) -> None:
         raise PipelineInputError(f"world size {world} is not a multiple of tp*pp = {tp * pp}")
     parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
-    tensor_parallel.model_parallel_cuda_manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed, te_rng_tracker=te_rng_tracker)
 
 
 def shutdown_parallel() -> None:

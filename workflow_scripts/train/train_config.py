@@ -33,6 +33,9 @@ class TrainConfig:
     fp8_amax_history_len: int = 1
     fp8_attention: bool = False
     rope_fusion: bool = True            # te spec: Transformer Engine's fused RoPE kernel (the local spec has none)
+    # GPU, te spec: replay each transformer layer's forward and backward as CUDA graphs after a few eager steps
+    # (train_cuda_graphs.py); needs the megatron optimizer, pipeline_parallel 1 and no activation recompute
+    cuda_graphs: bool = False
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     # sequence parallelism, on by default wherever tensor_parallel > 1 (set to false at tensor_parallel 1, where it

@@ -21,14 +21,16 @@ def install_token_loss(model, vocab_size: int) -> None:
     model.compute_language_model_loss = compute_language_model_loss
 
 
-def stage_output(model, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def stage_output(model, tokens: torch.Tensor, targets: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token losses [b, s] of `tokens` at positions 0..s-1 predicting `targets` (on a pipeline stage before the
     last: its hidden states). The model must have had `install_token_loss`."""
     b, s = tokens.shape
     positions = torch.arange(s, device=tokens.device).unsqueeze(0).expand(b, s)
-    # No mask: both layer specs' attention is causal without one (TE's by its mask type, the local spec's SDPA core
-    # by is_causal, which also skips the masked blocks).
-    return model(tokens, positions, None, labels=targets)
+    # No mask by default: both layer specs' attention is causal without one (TE's by its mask type, the local spec's
+    # SDPA core by is_causal, which also skips the masked blocks). CUDA-graph replay passes the causal mask its
+    # capture was given as a static input (TE's causal kernels read none of its values).
+    return model(tokens, positions, attention_mask, labels=targets)
 
 
 def logits_losses(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:

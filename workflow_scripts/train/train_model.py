@@ -73,6 +73,8 @@ def build_model(cfg: TrainConfig, recompute: str = "none"):
         overrides["sequence_parallel"] = True
     if cfg.rope_fusion and cfg.spec == "te":
         overrides["apply_rope_fusion"] = True
+    if cfg.cuda_graphs:  # train_cuda_graphs.LayerGraphs captures them after the eager warm-up steps
+        overrides["cuda_graph_impl"] = "transformer_engine"
     if recompute == "full":
         overrides.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
     elif recompute == "selective":

@@ -49,6 +49,10 @@ class Trainer(ResumeMixin, OutputsMixin):
         self.accum = cfg.global_batch_size // (cfg.micro_batch_size * self.dp)
         self.recompute, self.memory = resolve_recompute(cfg, self.dp)
         log.info("activation recompute: %s (%s)", self.recompute, self.memory)
+        if cfg.cuda_graphs:
+            from workflow_scripts.train.train_cuda_graphs import check_cuda_graphs
+
+            check_cuda_graphs(cfg, self.recompute)
         self.model, self.model_cfg = build_model(cfg, self.recompute)
         self.params = trainable_parameters(self.model)
         self.model_params = self._stage_sum(sum(p.numel() for p in self.model.parameters()))  # this TP rank's share
@@ -63,6 +67,12 @@ class Trainer(ResumeMixin, OutputsMixin):
         else:  # CPU: torch AdamW with megatron's weight-decay groups, DP all-reduce and TP/PP-aware clipping
             self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2),
                                              cfg.adam_eps)
+        self.graphs = None
+        if cfg.cuda_graphs:
+            from workflow_scripts.train.train_cuda_graphs import LayerGraphs
+
+            self.graphs = LayerGraphs(self.model, self.optimizer, cfg.seq_length, cfg.micro_batch_size,
+                                      cfg.global_batch_size, self.dp)
         self.full_model = cfg.lora is None
         self._load_data()
         every = math.ceil(cfg.eval_every_samples / cfg.global_batch_size)
@@ -133,6 +143,8 @@ class Trainer(ResumeMixin, OutputsMixin):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
+        if self.graphs is not None:  # captured once, after the eager warm-up steps; not part of a step's time
+            self.graphs.before_step(step)
         self.optimizer.zero_grad(set_to_none=True)
         start, total, tokens = time.perf_counter(), 0.0, 0
         if self.pp > 1:  # megatron's 1F1B schedule moves activations between the stages
@@ -145,9 +157,12 @@ class Trainer(ResumeMixin, OutputsMixin):
             # say when a step starts, this loop must too, or trained weights would keep their first step's copies.
             self.model.set_is_first_microbatch()
             summed = torch.zeros((), dtype=torch.float64, device=self.device)
-            for batch in self.micro_batches(step):
+            mask = self.graphs.mask if self.graphs is not None else None
+            for index, batch in enumerate(self.micro_batches(step)):
                 batch = batch.to(self.device)
-                loss = self._batch_loss(stage_output(self.model, batch.tokens, batch.targets), batch)
+                if self.graphs is not None:
+                    self.graphs.set_micro_batch(index)
+                loss = self._batch_loss(stage_output(self.model, batch.tokens, batch.targets, mask), batch)
                 (loss / self.accum).backward()
                 summed += loss.detach().double() / self.accum  # no host sync per micro-batch: one .item() per step
                 tokens += batch.tokens.numel()

@@ -70,8 +70,14 @@ def _body(argv: Sequence[str] | None) -> int:
     resume = train_checkpoint.newest_complete(args.ckpt_dir)
     if resume is not None:  # before any compute: a checkpoint of another run is never resumed
         check_resume(resume, run_fingerprint)
+    if cfg.cuda_graphs:
+        from workflow_scripts.train.train_cuda_graphs import check_cuda_graphs, use_side_stream
+
+        check_cuda_graphs(cfg)
     torch.manual_seed(cfg.seed)
-    init_parallel(cfg.tensor_parallel, cfg.pipeline_parallel, seed=cfg.seed)
+    init_parallel(cfg.tensor_parallel, cfg.pipeline_parallel, seed=cfg.seed, te_rng_tracker=cfg.cuda_graphs)
+    if cfg.cuda_graphs:
+        use_side_stream()  # on this rank's device (init_parallel set it), before the model exists
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         trainer = Trainer(cfg, args.out, args.ckpt_dir, run_fingerprint)
