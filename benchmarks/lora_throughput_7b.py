@@ -108,6 +108,8 @@ RUNS = {  # name: (label, --set overrides); the first two are the recipe's own d
     "fp8_current": ("lever: fp8, current scaling (tensorwise)", ["precision=fp8", "fp8_recipe=tensorwise"]),
     "bf16_graphs": ("lever: bf16 + CUDA graphs", ["cuda_graphs=true"]),
     "fp8_graphs": ("lever: fp8 + CUDA graphs", ["precision=fp8", "cuda_graphs=true"]),
+    "bf16_op_fuser": ("lever: bf16 + TE op fuser (MLP)", ["te_op_fuser=true"]),
+    "fp8_op_fuser": ("lever: fp8 + TE op fuser (MLP)", ["precision=fp8", "te_op_fuser=true"]),
     "bf16_unfused_rope": ("lever off: bf16, RoPE unfused", ["rope_fusion=false"]),
     "fp8_unfused_rope": ("lever off: fp8, RoPE unfused", ["precision=fp8", "rope_fusion=false"]),
 }

@@ -189,6 +189,9 @@ def test_pp2_with_a_resume_gives_the_pp1_losses_and_adapter(setup, tmp_path):
     ("optimizer_impl=adafactor", "optimizer_impl must be 'auto', 'megatron' or 'torch', got 'adafactor'"),
     ("global_batch_size=5", "global_batch_size 5 is not a multiple of micro_batch_size 2"),
     ("cuda_graphs=true", "cuda_graphs needs CUDA, spec te (not local)"),
+    ("te_op_fuser=true", "te_op_fuser needs spec te, got 'local'"),
+    ("spec=te te_op_fuser=true lora={targets: [linear_qkv, linear_fc1]}",
+     "te_op_fuser fuses the MLP's linears, which LoRA targets here (lora.targets)"),
 ])
 def test_bad_config_fails_before_any_compute_naming_the_key(setup, tmp_path, capsys, bad, message):
     from workflow_scripts.train.trainer import main
@@ -197,7 +200,7 @@ def test_bad_config_fails_before_any_compute_naming_the_key(setup, tmp_path, cap
     if bad.startswith(("optimizer_impl=megatron", "cuda_graphs")) and torch.cuda.is_available():
         pytest.skip("CUDA present")
     code = main(["--recipe", "demo_lora_cpu", "--out", str(tmp_path / "o"), "--ckpt-dir", str(tmp_path / "c"),
-                 "--set", *sets, bad])
+                 "--set", *sets, *bad.split(" ", 2)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1], err
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()

@@ -300,8 +300,9 @@ def transformer_config(cfg: LlamaConfig, tp: int = 1, pp: int = 1, params_dtype:
     return TransformerConfig(**kwargs)
 
 
-def layer_spec(spec: str):
-    """'local' = megatron-core's own modules (CPU); 'te' = Transformer Engine (GPU)."""
+def layer_spec(spec: str, te_op_fuser: bool = False):
+    """'local' = megatron-core's own modules (CPU); 'te' = Transformer Engine (GPU). `te_op_fuser`: the te spec's
+    MLP as TE's operation-based API (megatron's TEFusedMLP: norm, fc1, SwiGLU and fc2 as one fusible sequence)."""
     from megatron.core.models.gpt import gpt_layer_specs
 
     if spec == "local":
@@ -313,16 +314,16 @@ def layer_spec(spec: str):
         local.submodules.input_layernorm = local.submodules.pre_mlp_layernorm = LocalRMSNorm
         return local
     if spec == "te":
-        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
+        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec(use_te_op_fuser=te_op_fuser)
     raise PipelineInputError(f"spec must be 'te' or 'local', got {spec!r}")
 
 
-def block_spec(spec: str, config):
+def block_spec(spec: str, config, te_op_fuser: bool = False):
     """The decoder of this pipeline stage: `layer_spec` for each of its layers and, for the local spec, a final norm
     that runs under sequence parallelism (megatron would pick WrappedTorchNorm, which refuses it)."""
     from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 
-    layer = layer_spec(spec)
+    layer = layer_spec(spec, te_op_fuser)
     if spec != "local":
         return layer
     from workflow_scripts.model.local_norm import LocalRMSNorm
@@ -331,7 +332,7 @@ def block_spec(spec: str, config):
 
 
 def build_gpt_model(cfg: LlamaConfig, spec: str = "local", params_dtype: torch.dtype | None = None,
-                    parallel_output: bool = True, **config_overrides: Any):
+                    parallel_output: bool = True, te_op_fuser: bool = False, **config_overrides: Any):
     """The GPTModel of this pipeline stage (parallel state must be initialized, see init_parallel).
 
     `parallel_output=False` gathers the vocabulary-sharded logits (for evaluation / parity checks).
@@ -349,7 +350,7 @@ def build_gpt_model(cfg: LlamaConfig, spec: str = "local", params_dtype: torch.d
     config = transformer_config(cfg, tp, pp, params_dtype, **config_overrides)
     model = GPTModel(
         config=config,
-        transformer_layer_spec=block_spec(spec, config),
+        transformer_layer_spec=block_spec(spec, config, te_op_fuser),
         vocab_size=cfg.padded_vocab_size,
         max_sequence_length=cfg.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),

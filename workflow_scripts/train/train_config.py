@@ -36,6 +36,8 @@ class TrainConfig:
     # GPU, te spec: replay each transformer layer's forward and backward as CUDA graphs after a few eager steps
     # (train_cuda_graphs.py); needs the megatron optimizer, pipeline_parallel 1 and no activation recompute
     cuda_graphs: bool = False
+    # te spec: the MLP through TE's operation-based API (megatron's TEFusedMLP); LoRA cannot target its linears
+    te_op_fuser: bool = False
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     # sequence parallelism, on by default wherever tensor_parallel > 1 (set to false at tensor_parallel 1, where it
@@ -128,6 +130,10 @@ class TrainConfig:
             bad("model_shape", "is required with random_base")
         if self.workload == "pretrain" and not self.checkpoint and not self.model_shape:
             bad("model_shape", "is required for random initialisation")
+        if self.te_op_fuser and self.spec != "te":
+            bad("te_op_fuser", f"needs spec te, got {self.spec!r}")
+        if self.te_op_fuser and self.lora and {"linear_fc1", "linear_fc2"} & set(self.lora.targets):
+            bad("te_op_fuser", "fuses the MLP's linears, which LoRA targets here (lora.targets)")
         if self.train_weights and len(self.train_weights) != len(self.train_data):
             bad("train_weights", "must have one weight per train_data entry")
 

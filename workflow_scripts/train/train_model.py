@@ -83,7 +83,8 @@ def build_model(cfg: TrainConfig, recompute: str = "none"):
     if cfg.seq_length > model_cfg.max_position_embeddings:
         raise PipelineInputError(f"train config: seq_length {cfg.seq_length} exceeds the model's "
                                  f"max_position_embeddings {model_cfg.max_position_embeddings}")
-    model = build_gpt_model(model_cfg, cfg.spec, params_dtype=dtype, parallel_output=True, **overrides)
+    model = build_gpt_model(model_cfg, cfg.spec, params_dtype=dtype, parallel_output=True,
+                            te_op_fuser=cfg.te_op_fuser, **overrides)
     if cfg.checkpoint:
         state = dist_checkpointing.load(model.sharded_state_dict(), cfg.checkpoint)
         model.load_state_dict(state)
@@ -113,7 +114,8 @@ def resize_vocabulary(model, model_cfg, vocab_size: int, cfg: TrainConfig, dtype
     tp, rank = parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_tensor_model_parallel_rank()
     group = parallel_state.get_tensor_model_parallel_group()
     new_cfg = dataclasses.replace(model_cfg, vocab_size=vocab_size, padded_vocab_size=0).with_padding(tp)
-    bigger = build_gpt_model(new_cfg, cfg.spec, params_dtype=dtype, parallel_output=True, **overrides)
+    bigger = build_gpt_model(new_cfg, cfg.spec, params_dtype=dtype, parallel_output=True, te_op_fuser=cfg.te_op_fuser,
+                             **overrides)
     state = model.state_dict()
     generator = torch.Generator().manual_seed(cfg.seed)
     for key in ("embedding.word_embeddings.weight", "output_layer.weight"):
