@@ -1,12 +1,12 @@
 """CUDA graphs for the training step (`cuda_graphs: true`; GPU, te spec, megatron optimizer, no activation recompute).
 
 megatron-core's TECudaGraphHelper captures each TransformerLayer's forward and backward with Transformer Engine's
-`make_graphed_callables` once `graph_warmup_steps` steps have run eagerly; later training micro-batches replay one
+`make_graphed_callables` once megatron's `cuda_graph_warmup_steps` (3) steps have run eagerly; later training micro-batches replay one
 graph per layer, so a layer's hundreds of kernel launches and TE's per-module host work (13% of an fp8 step in
 benchmarks/lora_step_profile.py) cost one launch. Evaluation (model.eval()) runs eagerly: TE's graphed forward falls
 back to the module's own outside the training state it captured.
 
-What a replay needs, and the trainer gives it (`forward_mask`, `set_micro_batch`): the causal mask as a tensor (the
+What a replay needs, and the trainer gives it (`LayerGraphs.mask`, `set_micro_batch`): the causal mask as a tensor (the
 capture's static input; TE's causal attention reads no mask values), the micro-batch index (TE recasts fp8 weights on
 a step's first micro-batch only) and an RNG tracker that is graph-safe (TE's: `init_parallel(te_rng_tracker=True)`).
 """
@@ -64,7 +64,6 @@ class LayerGraphs:
         self.seq_length, self.micro_batch_size = seq_length, micro_batch_size
         self.warmup_steps = model.config.cuda_graph_warmup_steps
         self.captured = False
-        self.capture_s = 0.0
         self.mask = causal_mask(micro_batch_size, seq_length, torch.device("cuda", torch.cuda.current_device()))
         # the helper counts micro-batches through megatron's global calculator
         calc.destroy_num_microbatches_calculator()
@@ -85,9 +84,8 @@ class LayerGraphs:
         if self.optimizer.ddp.use_forward_hook:  # only with overlapped parameter all-gathers
             helper.cuda_graph_set_manual_hooks()
         self.captured = True
-        self.capture_s = time.perf_counter() - start
         log.info("cuda graphs: %d layers captured after %d eager steps in %.1f s",
-                 len(helper.flattened_callables), self.warmup_steps, self.capture_s)
+                 len(helper.flattened_callables), self.warmup_steps, time.perf_counter() - start)
 
     def set_micro_batch(self, index: int) -> None:
         from megatron.core.pipeline_parallel.schedules import set_current_microbatch
