@@ -3,8 +3,8 @@
 megatron-core's TECudaGraphHelper captures each TransformerLayer's forward and backward with Transformer Engine's
 `make_graphed_callables` once megatron's `cuda_graph_warmup_steps` (3) steps have run eagerly; later training
 micro-batches replay one graph per layer, so a layer's hundreds of kernel launches and TE's per-module host work (13%
-of an fp8 step in benchmarks/lora_step_profile.py) cost one launch. Evaluation (model.eval()) runs eagerly: TE's graphed forward falls
-back to the module's own outside the training state it captured.
+of an fp8 step in benchmarks/lora_step_profile.py) cost one launch. Evaluation (model.eval()) runs eagerly: TE's
+graphed forward falls back to the module's own outside the training state it captured.
 
 What a replay needs, and the trainer gives it (`LayerGraphs.mask`, `set_micro_batch`): the causal mask as a tensor (the
 capture's static input; TE's causal attention reads no mask values), the micro-batch index (TE recasts fp8 weights on
