@@ -77,11 +77,26 @@ def hf_generate(work: Path, samples: int, batches: list[int], device: str) -> di
             result[f"batch_{batch}"] = {"error": f"out of memory: {str(err)[:120]}"}
             torch.cuda.empty_cache()
     del model
-    model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=torch.float32, attn_implementation="sdpa").to(device)
-    with torch.no_grad():
-        logits = [model(torch.tensor([p], device=device)).logits[0, -1].float().cpu() for p in prompts[:PARITY_PROMPTS]]
-    torch.save(torch.stack(logits), work / "hf_logits.pt")
+    for dtype, name in ((torch.float32, "hf_logits.pt"), (torch.float64, "hf64_logits.pt")):
+        torch.save(hf_last_logits(work, prompts[:PARITY_PROMPTS], dtype, device), work / name)
     return result
+
+
+def hf_last_logits(work: Path, prompts: list[list[int]], dtype, device: str):
+    """HF's logits of each prompt's last position, one prompt at a time, in `dtype`: fp32 is the comparison the
+    issue names; fp64 (SDPA's math kernel) is near-exact, so it shows how far each fp32 implementation is from the
+    true logits, HF's own included."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # (torch's default) true fp32 GEMMs
+    model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=dtype, attn_implementation="sdpa").to(device)
+    with torch.no_grad():
+        logits = [model(torch.tensor([p], device=device)).logits[0, -1].double().cpu() for p in prompts]
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return torch.stack(logits)
 
 
 def _hf_batches(model, prompts: list[list[int]], batch: int, device: str) -> dict:
@@ -125,9 +140,14 @@ def parity(work: Path) -> dict:
         logits = D.prefill(model, tokens, pad, cache, D.RopeTable(model, tokens.shape[1], torch.float32))
         reference = torch.stack([_forward(model, torch.tensor([p], device=device), 0)[0, -1] for p in prompts])
     tolerance = yaml.safe_load((ROOT / "config.yaml").read_text())["convert"]["tolerance"]
-    hf = torch.load(work / "hf_logits.pt")
-    result = compare(hf, logits[:, :cfg.vocab_size].float().cpu(), tolerance)
-    result["megatron_forward_vs_hf"] = compare(hf, reference[:, :cfg.vocab_size].float().cpu(), tolerance)
+    hf, exact = torch.load(work / "hf_logits.pt"), torch.load(work / "hf64_logits.pt")
+    fast = logits[:, :cfg.vocab_size].double().cpu()
+    forward = reference[:, :cfg.vocab_size].double().cpu()
+    result = compare(hf, fast, tolerance)
+    result["megatron_forward_vs_hf"] = compare(hf, forward, tolerance)
+    result["vs_hf_fp64"] = {"fast_prefill": compare(exact, fast, tolerance),
+                            "megatron_forward": compare(exact, forward, tolerance),
+                            "hf_fp32": compare(exact, hf, tolerance)}
     return result
 
 
@@ -277,6 +297,8 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     print(f"first-step logits vs HF (fp32): {json.dumps({k: report['parity'].get(k) for k in keys})}")
     forward = report["parity"].get("megatron_forward_vs_hf", {})
     print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")
+    for name, r in report["parity"].get("vs_hf_fp64", {}).items():
+        print(f"{name} (fp32) vs HF in fp64: {json.dumps({k: r.get(k) for k in keys})}")
     for other in ("project_matmul", "project_torch_rope", "project_sdpa", "project_eager"):
         if "error" not in report["runs"].get(other, {"error": 1}) and "error" not in report["runs"].get(
                 "project_defaults", {"error": 1}):
