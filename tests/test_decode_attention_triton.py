@@ -20,7 +20,7 @@ def _interpreter(monkeypatch):  # conftest.py sets TRITON_INTERPRET=1
 def _reference(q, keys, values, pad, pos):
     length = keys.shape[2]
     ar = torch.arange(length)
-    allowed = (ar[None, :] >= pad[:, None]) & (ar[None, :] <= pos)
+    allowed = (ar[None, :] >= pad[:, None]) & (ar[None, :] <= torch.as_tensor(pos).reshape(-1, 1))
     scores = torch.einsum("bgrd,bgld->bgrl", q.float(), keys.float()) * q.shape[-1] ** -0.5
     probs = scores.masked_fill(~allowed[:, None, None, :], float("-inf")).softmax(-1)
     return torch.einsum("bgrl,bgld->bgrd", probs, values.float())
@@ -61,3 +61,18 @@ def test_decode_attention_kernel_ignores_what_lies_outside_each_rows_span():
     keys[:, :, 51:] = float("nan")
     values[:, :, 51:] = float("nan")
     torch.testing.assert_close(T.decode_attention(q, keys, values, pad, pos), base)
+
+
+def test_decode_attention_kernel_reads_each_row_up_to_its_own_position(monkeypatch):
+    """Continuous batching: every row of a step at its own position (pos [b]), one of them in another slice."""
+    monkeypatch.setattr(T, "MIN_PROGRAMS", 64)
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(3, 2, 2, 16, generator=g)
+    keys, values = torch.randn(3, 2, 150, 16, generator=g), torch.randn(3, 2, 150, 16, generator=g)
+    pad, pos = torch.tensor([0, 4, 70]), torch.tensor([20, 149, 90])
+    out = T.decode_attention(q, keys, values, pad, pos)
+    torch.testing.assert_close(out, _reference(q, keys, values, pad, pos), atol=1e-5, rtol=1e-5)
+    for row in range(3):  # the same as the row alone
+        alone = T.decode_attention(q[row:row + 1], keys[row:row + 1], values[row:row + 1], pad[row:row + 1],
+                                   pos[row:row + 1])
+        torch.testing.assert_close(out[row:row + 1], alone, atol=1e-6, rtol=1e-6)

@@ -67,8 +67,13 @@ def test_length_batches_cover_every_row_once():
     assert batches[0] == [1, 3]
 
 
-def test_main_writes_accuracy_log(mcore_dir, demo_tokenizer_path, tmp_path, model):
+@pytest.mark.parametrize("batching", ["continuous", "static"])
+def test_main_writes_accuracy_log(mcore_dir, demo_tokenizer_path, tmp_path, model, batching, monkeypatch):
+    import json
+
     from tokenizers import Tokenizer
+
+    monkeypatch.setattr(G, "BATCHING", G.BATCHING)  # main sets it from --batching: restored after the test
 
     samples = tmp_path / "samples.pkl"
     pd.DataFrame({"tok_input": _prompts()[:3], "output": ["a", "b", "c"]}).to_pickle(samples)
@@ -76,8 +81,10 @@ def test_main_writes_accuracy_log(mcore_dir, demo_tokenizer_path, tmp_path, mode
     args = ["--mcore", str(mcore_dir), "--samples", str(samples), "--tokenizer", str(demo_tokenizer_path),
             "--eos-token", "</s>", "--out", str(out), "--summary", str(tmp_path / "summary.txt"), "--detail",
             str(tmp_path / "detail.txt"), "--stats", str(stats), "--max-new-tokens", "5",
-            "--min-new-tokens", "1", "--batch-size", "2", "--limit", "0", "--tp", "1", "--threads", "0"]
+            "--min-new-tokens", "1", "--batch-size", "2", "--limit", "0", "--tp", "1", "--threads", "0",
+            "--batching", batching]
     assert G.main(args) == 0
+    assert json.loads(stats.read_text())["batching"] == batching == G.BATCHING
     eos = Tokenizer.from_file(str(demo_tokenizer_path)).token_to_id("</s>")
     logged = read_accuracy_log(out)
     m, cfg = G.load_model(mcore_dir)
@@ -126,6 +133,33 @@ def test_fast_engine_equals_static_path_for_every_sample(model, monkeypatch):
         assert fast == expected[:3]
         assert G.generate_all(model, cfg.vocab_size, prompts, 12, eos, min_new, batch, engine="fast") == expected
     assert dropped, "no batch dropped its finished rows: the compaction path went untested"
+
+
+def test_continuous_batching_refills_finished_slots_and_takes_fewer_steps(model, monkeypatch):
+    """generate_stream: slots freed by early EOS are refilled by later prompts while the other slots keep decoding
+    (at steps > 0, with rows at different positions), each sample's tokens equal the static path's, and the run
+    takes fewer decode steps than static batches of the same size, which each run to their longest output."""
+    from workflow_scripts.inference import decode_engine as D
+
+    model, cfg = model
+    gen = torch.Generator().manual_seed(21)
+    prompts = [torch.randint(5, 300, (int(n),), generator=gen).tolist() for n in torch.randint(2, 30, (18,), generator=gen)]
+    free = G.generate_all(model, cfg.vocab_size, prompts, 16, eos_id=0, batch_size=18, engine="static")
+    eos = free[0][3]  # some rows end early, at different steps
+    expected = G.generate_all(model, cfg.vocab_size, prompts, 16, eos, 1, 4, engine="static")
+    lengths = [len(o) for o in expected]
+    assert min(lengths) < 16 and max(lengths) == 16
+    refills, steps = [], []
+    refill, call = D._refill, D.Decoder.__call__
+    monkeypatch.setattr(D, "_refill", lambda *a: (refills.append((a[7], len(a[3]))), refill(*a)))
+    monkeypatch.setattr(D.Decoder, "__call__", lambda self, *a: (steps.append(a[2]), call(self, *a))[1])
+    monkeypatch.setattr(D, "CHECK_EVERY", 2)
+    order = [row for rows in G.length_batches(prompts, 4) for row in rows]
+    streamed = dict(D.generate_stream(model, cfg.vocab_size, [prompts[r] for r in order], 4, 16, eos))
+    assert {order[i]: ids for i, ids in streamed.items()} == dict(enumerate(expected))
+    assert refills[0] == (0, 4) and len(refills) > 2 and any(step > 0 for step, _ in refills[1:])
+    static_steps = sum(max(lengths[r] for r in rows) - 1 for rows in G.length_batches(prompts, 4))
+    assert len(steps) < static_steps
 
 
 def test_fast_engine_check_every_step_drops_rows_as_they_finish(model):

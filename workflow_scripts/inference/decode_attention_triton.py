@@ -1,7 +1,7 @@
 """Decode attention (one new token per row) as a split-KV Triton kernel: each program reads one (row, kv group)'s
 cached keys and values once, over one slice of positions, for all the query heads of that group, with an online
 softmax; a few torch ops merge the slices. It reads only the row's written positions (from its left padding `pad` to
-`pos`, both on the device), so one CUDA graph serves every step of a batch, and padding costs no memory traffic.
+its own `pos`, both on the device), so one CUDA graph serves every step of a batch, and padding costs no memory traffic.
 
 Why: a decode step is bound by reading the KV cache (a 7B Llama without GQA reads ~6x its weights per step at batch
 148); the two batched matmuls of `decode_engine._decode_scores` also read the masked padding, materialise fp32 scores
@@ -36,7 +36,7 @@ if triton is not None:
         bg, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, g = bg // groups, bg % groups
         lo = tl.maximum(split * split_len, tl.load(pad_ptr + b))
-        hi = tl.minimum((split + 1) * split_len, tl.load(pos_ptr) + 1)  # positions lo..hi-1 are written and valid
+        hi = tl.minimum((split + 1) * split_len, tl.load(pos_ptr + b) + 1)  # positions lo..hi-1 are written and valid
         r = tl.arange(0, BLOCK_R)
         d = tl.arange(0, DIM)  # DIM: the head dim rounded up to a power of two >= 16 (tl.dot's tiles), masked
         q = tl.load(q_ptr + b * stride_qb + g * stride_qg + r[:, None] * stride_qr + d[None, :],
@@ -80,8 +80,11 @@ def _splits(rows_groups: int, positions: int) -> tuple[int, int]:
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor,
                      pos: torch.Tensor) -> torch.Tensor:
     """q [b, groups, heads_per_group, d] against keys/values [b, groups, L, d] (strided views of the cache are fine),
-    attending to positions pad[b]..pos of each row; returns [b, groups, heads_per_group, d] in q's dtype."""
+    attending to positions pad[r]..pos[r] of each row r (pos [b], or [1] for all rows); returns
+    [b, groups, heads_per_group, d] in q's dtype."""
     rows, groups, per_group, dim = q.shape
+    if pos.numel() == 1:
+        pos = pos.expand(rows).contiguous()
     if q.stride(-1) != 1 or keys.stride(-1) != 1 or values.stride(-1) != 1:
         raise ValueError("decode_attention needs the head dimension contiguous")
     block_r = max(16, triton.next_power_of_2(per_group))  # tl.dot wants >= 16 rows

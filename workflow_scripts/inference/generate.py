@@ -6,11 +6,12 @@
         --limit N --tp 1 --threads N
 
 Greedy as the reference SUT (num_beams 1, no sampling, min 1 / max 1024 new tokens, stop at EOS). Prompts are the
-`tok_input` column, run in batches of similar length. The default engine is decode_engine.py (left-padded prompts
-prefilled in one pass, a fixed-shape KV cache of rotated keys, no host wait per token); `--engine static` runs the
-reference path, megatron-core's StaticInferenceContext (static_decode.py). `--batch-size auto` (the default) takes on
-a GPU the most rows whose KV cache fits the memory left after the model (batch_size.py), 8 on CPU. Each sample's
-output is its generated ids up to and including EOS.
+`tok_input` column, longest first. The default engine is decode_engine.py (continuous batching: a finished sample's
+slot takes the next prompt; prompts prefilled in one pass, a fixed-shape KV cache of rotated keys, no host wait per
+token; `--batching static` runs one batch at a time instead); `--engine static` runs the reference path,
+megatron-core's StaticInferenceContext (static_decode.py). `--batch-size auto` (the default) takes on a GPU the most
+rows (slots) whose KV cache fits the memory left after the model (batch_size.py), 8 on CPU. Each sample's output is
+its generated ids up to and including EOS.
 
 The run is a LoadGen test, Offline scenario in accuracy mode (loadgen_run.py): LoadGen issues the sample list as one
 query, the outputs answer it, and LoadGen writes mlperf_log_accuracy.json (qsl_idx = row of the sample list),
@@ -41,11 +42,12 @@ from workflow_scripts.inference.generate_shards import check_layout
 from workflow_scripts.core.progress import Progress
 from workflow_scripts.inference.batch_size import parse_batch_size, resolve_batch_size
 from workflow_scripts.inference import decode_engine
-from workflow_scripts.inference.decode_engine import cache_positions, generate_batch_fast
+from workflow_scripts.inference.decode_engine import cache_positions, generate_batch_fast, generate_stream
 from workflow_scripts.inference.static_decode import generate_batch, generate_uncached  # noqa: F401 (tests, benchmarks)
 
 log = logging.getLogger("generate")
 ENGINES = {"fast": generate_batch_fast, "static": generate_batch}
+BATCHING = "continuous"  # the fast engine's batching (--batching); "static": one batch at a time
 
 
 def read_prompts(samples: Path | str, vocab_size: int | None = None) -> list[list[int]]:
@@ -71,19 +73,31 @@ def length_batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]
 def generate_rows(model, vocab_size: int, prompts: list[list[int]], batches: list[list[int]], max_new_tokens: int,
                   eos_id: int, min_new_tokens: int = 1, what: str = "generate",
                   engine: str = "fast") -> dict[int, list[int]]:
-    """{row: generated ids} of the rows in `batches` (lists of row indices into prompts), one batch at a time."""
-    decode = ENGINES[engine]
+    """{row: generated ids} of the rows in `batches` (lists of row indices into prompts). The fast engine decodes
+    them with continuous batching, as many slots as the largest batch, refilled in the batches' order; with
+    BATCHING static, and the static engine, one batch at a time."""
     outputs: dict[int, list[int]] = {}
     total = sum(len(rows) for rows in batches)
     progress = Progress(log, what, total=total)
-    done = tokens = 0
+    tokens = 0
+
+    def done(row: int, ids: list[int]) -> None:
+        nonlocal tokens
+        outputs[row] = ids
+        tokens += len(ids)
+        progress.update(len(outputs), force=len(outputs) == total, samples=len(outputs), tokens=tokens)
+
+    if engine == "fast" and BATCHING == "continuous":
+        order = [row for rows in batches for row in rows]
+        if order:
+            for index, ids in generate_stream(model, vocab_size, [prompts[r] for r in order],
+                                              max(map(len, batches)), max_new_tokens, eos_id, min_new_tokens):
+                done(order[index], ids)
+        return outputs
     for rows in batches:
-        for row, ids in zip(rows, decode(model, vocab_size, [prompts[r] for r in rows], max_new_tokens, eos_id,
-                                         min_new_tokens)):
-            outputs[row] = ids
-            tokens += len(ids)
-        done += len(rows)
-        progress.update(done, force=done == total, samples=done, tokens=tokens)
+        for row, ids in zip(rows, ENGINES[engine](model, vocab_size, [prompts[r] for r in rows], max_new_tokens,
+                                                  eos_id, min_new_tokens)):
+            done(row, ids)
     return outputs
 
 
@@ -176,6 +190,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, required=True, help="torch CPU threads (0 = torch default)")
     p.add_argument("--engine", choices=sorted(ENGINES), default="fast",
                    help="decode_engine.py (default) or megatron's StaticInferenceContext, the reference path")
+    p.add_argument("--batching", choices=("continuous", "static"), default="continuous",
+                   help="fast engine: refill a finished sample's slot with the next prompt (default), or run "
+                        "one batch at a time until its longest output ends (the lever's baseline)")
     p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
                    help="fast engine on a GPU: replay each batch's decode steps as CUDA graphs (off: eager launches)")
     p.add_argument("--decode-attention", choices=("matmul", "triton", "sdpa", "auto"), default="auto",
@@ -193,6 +210,8 @@ def generate_files(args: argparse.Namespace) -> None:
     than once."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    global BATCHING
+    BATCHING = args.batching
     decode_engine.CUDA_GRAPHS = args.cuda_graphs == "on"
     decode_engine.DECODE_ATTENTION = args.decode_attention
     decode_engine.ROPE = args.rope
@@ -261,7 +280,7 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "tokens_per_second": round(generated / seconds, 2) if seconds else None,
         "stopped_at_eos": sum(1 for o in outputs if o and o[-1] == eos), "max_new_tokens": args.max_new_tokens,
         "min_new_tokens": args.min_new_tokens, "batch_size": args.rows,
-        "batch_size_requested": args.batch_size, "engine": args.engine,
+        "batch_size_requested": args.batch_size, "engine": args.engine, "batching": args.batching,
         "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention,
         "decode_attention_used": decode_engine.decode_attention_kind(device), "rope": args.rope,
         "rope_used": decode_engine.rope_kind(device), "eos_id": eos, "dtype": DTYPE,
