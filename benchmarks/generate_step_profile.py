@@ -47,6 +47,7 @@ def timed_batch(model, vocab: int, prompts: list[list[int]], setting: str, devic
     """generate_batch_fast over `prompts` with its prefill and graph captures timed (synchronised wrappers), at
     `setting` = "decode attention/rope" (decode_engine.DECODE_ATTENTION / ROPE)."""
     from workflow_scripts.inference import decode_engine as D
+    from workflow_scripts.inference.continuous_batching import generate_batch_fast
 
     D.DECODE_ATTENTION, D.ROPE = setting.split("/")
     spent = defaultdict(float)
@@ -65,7 +66,7 @@ def timed_batch(model, vocab: int, prompts: list[list[int]], setting: str, devic
     D.prefill, D.Decoder._capture = wrap("prefill", originals[0]), wrap("capture", originals[1])
     try:
         start = synced(device)
-        out = D.generate_batch_fast(model, vocab, prompts, 256, eos_id=2, min_new_tokens=256)
+        out = generate_batch_fast(model, vocab, prompts, 256, eos_id=2, min_new_tokens=256)
         total = synced(device) - start
     finally:
         D.prefill, D.Decoder._capture = originals
@@ -167,6 +168,7 @@ def _one_step(model, batch: list[list[int]], setting: str, device):
     import torch
 
     from workflow_scripts.inference import decode_engine as D
+    from workflow_scripts.inference.continuous_batching import generate_batch_fast
 
     D.DECODE_ATTENTION, D.ROPE = setting.split("/")
     tokens, pad = D.left_pad(batch, device)

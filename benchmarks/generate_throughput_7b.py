@@ -151,14 +151,16 @@ def parity(work: Path) -> dict:
     return result
 
 
-def project(work: Path, out: Path, name: str, extra: list[str], limit: int) -> dict:
-    """The generation entry point as rule `generate` runs it (torchrun, one process per GPU); its stats JSON."""
+def project(work: Path, out: Path, name: str, extra: list[str], limit: int,
+            new_tokens: tuple[int, int] = (NEW_TOKENS, NEW_TOKENS)) -> dict:
+    """The generation entry point as rule `generate` runs it (torchrun, one process per GPU) with (max, min) new
+    tokens; its stats JSON."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "workflow_scripts.inference.generate", "--tp", "1",
            "--mcore", str(work / "mcore"), "--samples", str(work / "samples.pkl"), "--tokenizer",
            str(work / "tokenizer.json"), "--eos-token", "</s>", "--out", str(out / f"{name}_accuracy.json"),
            "--summary", str(out / f"{name}_summary.txt"), "--detail", str(out / f"{name}_detail.txt"),
-           "--stats", str(out / f"{name}.json"), "--max-new-tokens", str(NEW_TOKENS), "--min-new-tokens",
-           str(NEW_TOKENS), "--limit", str(limit), "--threads", "1", *extra]
+           "--stats", str(out / f"{name}.json"), "--max-new-tokens", str(new_tokens[0]), "--min-new-tokens",
+           str(new_tokens[1]), "--limit", str(limit), "--threads", "1", *extra]
     start = time.perf_counter()
     proc = _run(cmd, out / f"{name}.log", with_site=True)
     wall = time.perf_counter() - start

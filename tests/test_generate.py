@@ -103,6 +103,7 @@ def test_bad_sample_list(tmp_path):
 def test_fast_engine_equals_static_path_for_every_sample(model, monkeypatch):
     """decode_engine.py (left padding, one-pass prefill, fixed-shape cache, GQA rows, dropping finished rows) gives
     the reference path's greedy tokens for every sample, with EOS stopping rows mid-batch and min_new_tokens > 1."""
+    from workflow_scripts.inference import continuous_batching as C
     from workflow_scripts.inference import decode_engine as D
 
     model, cfg = model
@@ -115,7 +116,7 @@ def test_fast_engine_equals_static_path_for_every_sample(model, monkeypatch):
     dropped = []
     keep = D.KVCache.keep
     monkeypatch.setattr(D.KVCache, "keep", lambda self, rows: (dropped.append(len(rows)), keep(self, rows)))
-    monkeypatch.setattr(D, "CHECK_EVERY", 3)
+    monkeypatch.setattr(C, "CHECK_EVERY", 3)
     monkeypatch.setattr(D, "KV_BLOCK", 4)  # steps attend to several cache lengths within a short run
     for batch, min_new, attention, rope in ((24, 1, "matmul", "torch"), (5, 2, "matmul", "torch"),
                                             (5, 2, "sdpa", "torch"), (5, 2, "triton", "triton")):
@@ -139,6 +140,7 @@ def test_continuous_batching_refills_finished_slots_and_takes_fewer_steps(model,
     """generate_stream: slots freed by early EOS are refilled by later prompts while the other slots keep decoding
     (at steps > 0, with rows at different positions), each sample's tokens equal the static path's, and the run
     takes fewer decode steps than static batches of the same size, which each run to their longest output."""
+    from workflow_scripts.inference import continuous_batching as C
     from workflow_scripts.inference import decode_engine as D
 
     model, cfg = model
@@ -150,20 +152,42 @@ def test_continuous_batching_refills_finished_slots_and_takes_fewer_steps(model,
     lengths = [len(o) for o in expected]
     assert min(lengths) < 16 and max(lengths) == 16
     refills, steps = [], []
-    refill, call = D._refill, D.Decoder.__call__
-    monkeypatch.setattr(D, "_refill", lambda *a: (refills.append((a[7], len(a[3]))), refill(*a)))
+    refill, call = C._refill, D.Decoder.__call__
+    monkeypatch.setattr(C, "_refill", lambda *a: (refills.append((a[7], len(a[3]))), refill(*a)))
     monkeypatch.setattr(D.Decoder, "__call__", lambda self, *a: (steps.append(a[2]), call(self, *a))[1])
-    monkeypatch.setattr(D, "CHECK_EVERY", 2)
+    monkeypatch.setattr(C, "CHECK_EVERY", 2)
     order = [row for rows in G.length_batches(prompts, 4) for row in rows]
-    streamed = dict(D.generate_stream(model, cfg.vocab_size, [prompts[r] for r in order], 4, 16, eos))
+    streamed = dict(C.generate_stream(model, cfg.vocab_size, [prompts[r] for r in order], 4, 16, eos))
     assert {order[i]: ids for i, ids in streamed.items()} == dict(enumerate(expected))
     assert refills[0] == (0, 4) and len(refills) > 2 and any(step > 0 for step, _ in refills[1:])
     static_steps = sum(max(lengths[r] for r in rows) - 1 for rows in G.length_batches(prompts, 4))
     assert len(steps) < static_steps
 
 
+def test_prefill_into_any_cache_rows_equals_prefill_of_a_fresh_cache(model):
+    """A refill's prefill writes its prompts into the given cache rows (an index tensor, or a slice of consecutive
+    rows) exactly as a prefill of its own cache does, and leaves the other rows alone."""
+    from workflow_scripts.inference import decode_engine as D
+
+    model, cfg = model
+    prompts = _prompts()[:2]
+    tokens, pad = D.left_pad(prompts, torch.device("cpu"))
+    rope = D.RopeTable(model, 32, torch.float32)
+    fresh = D.KVCache(model, 2, 32, torch.float32, torch.device("cpu"))
+    want = D.prefill(model, tokens, pad, fresh, rope)
+    for rows, placed in ((torch.tensor([3, 1]), [3, 1]), (slice(2, 4), [2, 3])):
+        cache = D.KVCache(model, 4, 32, torch.float32, torch.device("cpu"))
+        for tensor in cache.keys + cache.values:
+            tensor.fill_(7.0)
+        torch.testing.assert_close(D.prefill(model, tokens, pad, cache, rope, rows), want)
+        for mine, theirs in zip(cache.keys + cache.values, fresh.keys + fresh.values):
+            torch.testing.assert_close(mine[placed, :, :tokens.shape[1]], theirs[:, :, :tokens.shape[1]])
+            untouched = [r for r in range(4) if r not in placed]
+            assert (mine[untouched] == 7.0).all() and (mine[placed, :, tokens.shape[1]:] == 7.0).all()
+
+
 def test_fast_engine_check_every_step_drops_rows_as_they_finish(model):
-    from workflow_scripts.inference.decode_engine import generate_batch_fast
+    from workflow_scripts.inference.continuous_batching import generate_batch_fast
 
     model, cfg = model
     prompts = _prompts()

@@ -1,29 +1,24 @@
-"""Greedy decoding with continuous batching over a megatron-core GPTModel's own modules, with a KV cache of fixed shape.
+"""Greedy decoding's model-level steps over a megatron-core GPTModel's own modules: a KV cache of fixed shape, a
+one-pass prefill into any of its rows, and a decode step replayed as CUDA graphs. continuous_batching.py schedules
+samples onto them.
 
 Why not megatron's StaticInferenceContext (generate.py's `generate_batch`, kept as the reference path): it stores keys
 unrotated and re-rotates the whole cached key tensor on every step, grows the attention's key length by one each step
 (Transformer Engine then re-chooses its attention backend every step), can only prefill a batch up to its shortest
-prompt, and runs a batch until its longest output ends. Here (`generate_stream`):
+prompt, and runs a batch until its longest output ends. Here:
 
-- a fixed number of slots decode together; each slot holds one sample from its prefill until it ends (EOS or
-  max_new_tokens), and then the next prompt in line takes the slot (continuous batching: the Offline scenario allows
-  any batching, and OpenOrca's outputs range from a few tokens to 1,024, so a static batch idles on its longest);
-- prompts are left-padded to their refill's longest and prefilled in one pass (row chunks bound the activations),
-  right-aligned so that causal attention needs no padding mask, into their slots' rows of the cache;
+- prompts are left-padded to their batch's longest and prefilled in one pass (row chunks bound the activations),
+  right-aligned so that causal attention needs no padding mask, into any rows of the cache (`prefill`);
 - RoPE is applied once per token at the row's own position (the pad is subtracted), and the cache holds rotated keys;
   on a GPU one in-place Triton kernel per tensor rotates them (rope_triton.py), elsewhere torch's elementwise ops;
-- the cache is [slots, kv groups, positions, head dim] per layer, allocated once per run; each step writes one
+- the cache is [rows, kv groups, positions, head dim] per layer, allocated once per run; each step writes one
   position per row (at device-side indices, each row at its own) and attends to the cache up to the furthest row's
   position rounded up to KV_BLOCK, masked per row (left padding, positions not yet written), so a run has a few step
   shapes with inputs in fixed buffers: on a GPU each shape is captured once as a CUDA graph and replayed (`Decoder`);
 - decode attention (one query per head) is, on a GPU, a split-KV Triton kernel that reads only each row's written
   positions, so one CUDA graph serves the whole run (decode_attention_triton.py); elsewhere (or `DECODE_ATTENTION`
   "matmul") two batched matmuls over the masked KV block; the prefill uses torch's scaled_dot_product_attention;
-- GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
-- the host never waits on the GPU per token: the greedy choice stays on the device, and only every `check_every`
-  steps (and at the step a slot reaches max_new_tokens, which the host knows) one flag per slot is read: finished
-  samples are harvested and their slots refilled; once no prompt is left, at most half the slots live -> the cache
-  shrinks to them.
+- GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied.
 
 Every module it calls is the model's own (embedding, fused norm + QKV, output projection, MLP, final norm, output
 layer, with their tensor-parallel collectives), so TP runs as the model was built. Greedy tokens equal the reference
@@ -32,8 +27,6 @@ path's (tests/test_generate.py compares them for every sample on CPU in fp32).
 from __future__ import annotations
 
 import logging
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +38,6 @@ CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py 
 # "auto" (default: triton on a GPU with Triton, else matmul), "matmul", "triton" (decode_attention_triton.py) or "sdpa"
 DECODE_ATTENTION = "auto"
 ROPE = "auto"  # "auto" (rope_triton.py's kernel on a GPU with Triton, else torch), "torch" or "triton"
-CHECK_EVERY = 16  # steps between the host's reads of the finished flags (the only host waits of a decode)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
 
@@ -139,10 +131,11 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
 
 def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope,
            at: torch.Tensor, length: int, mask, rows: torch.Tensor) -> torch.Tensor:
-    """One transformer layer for `hidden` [s, b, h]; `rows` [b] are the batch's rows of the cache.
+    """One transformer layer for `hidden` [s, b, h].
 
-    Decode (s 1): `at` [b] is each row's cache position (on the device, so a captured graph replays any step); the
-    keys/values are written there, and attend to positions 0..length-1 under `mask`.
+    Decode (s 1): `rows` [b * groups] are the flat cache indices of each row's new keys/values (decode_step's
+    `_write_index`: on the device, so a captured graph replays any step); they attend to positions 0..length-1
+    under `mask`. Prefill: `rows` are the cache rows of the batch's rows (a slice, or an index tensor).
     Prefill: `at` is the cache slot [b, 1, s, 1] of each right-aligned position (mask None); attention is causal
     within the chunk, and the cache keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad
     tokens' keys land in the masked left padding."""
@@ -152,12 +145,15 @@ def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     key, value = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)
     if mask is None:
         slots = at.expand(-1, key.shape[1], -1, key.shape[3])
-        keys[rows, :, :key.shape[2]] = torch.empty_like(key).scatter_(2, slots, key)
-        values[rows, :, :value.shape[2]] = torch.empty_like(value).scatter_(2, slots, value)
+        for cache, new in ((keys, key), (values, value)):
+            if isinstance(rows, slice):  # consecutive cache rows: scattered in place
+                cache[rows, :, :new.shape[2]].scatter_(2, slots, new)
+            else:
+                cache[:, :, :new.shape[2]].index_copy_(0, rows, torch.empty_like(new).scatter_(2, slots, new))
         attended = _attend(query, key, value, None)
-    else:
-        keys[rows, :, at] = key[:, :, 0]
-        values[rows, :, at] = value[:, :, 0]
+    else:  # `rows` [b * groups]: each row's (row, group, position) in the cache flattened to [-1, head dim]
+        keys.view(-1, keys.shape[-1]).index_copy_(0, rows, key.reshape(-1, keys.shape[-1]))
+        values.view(-1, values.shape[-1]).index_copy_(0, rows, value.reshape(-1, values.shape[-1]))
         attended = _attend(query, keys[:, :, :length], values[:, :, :length], mask)
     out, _ = attention.linear_proj(attended)
     hidden = hidden + out
@@ -177,19 +173,19 @@ def _logits(model, hidden: torch.Tensor, last: torch.Tensor | None = None) -> to
 
 
 def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope: RopeTable,
-            rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the left-padded prompts [b, P] through the model, filling positions 0..P-1 of cache rows `rows` [b]
-    (default 0..b-1) left-aligned, as the decode steps read them; logits [b, v] of the last prompt token. The rows
-    run right-aligned (prompt first, its padding after), so plain causal attention is exact for every prompt token
-    and needs no mask: torch's flash kernel, which skips the masked half, where a padding mask would force the
-    memory-efficient one."""
+            rows: torch.Tensor | slice | None = None) -> torch.Tensor:
+    """Run the left-padded prompts [b, P] through the model, filling positions 0..P-1 of cache rows `rows` (an
+    index tensor [b], or consecutive rows as a slice, written in place; default 0..b-1) left-aligned, as the decode
+    steps read them; logits [b, v] of the last prompt token. The rows run right-aligned (prompt first, its padding
+    after), so plain causal attention is exact for every prompt token and needs no mask: torch's flash kernel, which
+    skips the masked half, where a padding mask would force the memory-efficient one."""
     count, length = tokens.shape
-    if rows is None:
-        rows = torch.arange(count, device=tokens.device)
+    first = 0 if rows is None else rows.start if isinstance(rows, slice) else None  # consecutive rows from `first`
     ar = torch.arange(length, device=tokens.device)
     chunk = max(1, PREFILL_TOKENS // length)
     out = []
     for r0 in range(0, count, chunk):
+        part_rows = slice(first + r0, first + min(r0 + chunk, count)) if first is not None else rows[r0:r0 + chunk]
         part, part_pad = tokens[r0:r0 + chunk], pad[r0:r0 + chunk]
         slots = (ar[None, :] + part_pad[:, None]) % length  # right-aligned position j <- left-aligned column slot
         positions = ar[None, :].expand(len(part), length)
@@ -197,7 +193,7 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
         rotate = rope.at(positions)
         for i, layer in enumerate(model.decoder.layers):
             hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], rotate, slots[:, None, :, None], length,
-                            None, rows[r0:r0 + chunk])
+                            None, part_rows)
         out.append(_logits(model, hidden, length - 1 - part_pad))
     return torch.cat(out)
 
@@ -214,10 +210,18 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor
     positions = (pos - pad)[:, None]
     hidden = model.embedding(input_ids=token[:, None], position_ids=positions)
     rotate = rope.at(positions)
-    rows = torch.arange(len(token), device=token.device)
+    index = _write_index(cache.keys[0], pos)
     for i, layer in enumerate(model.decoder.layers):
-        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], rotate, pos, length, mask, rows)
+        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], rotate, None, length, mask, index)
     return _logits(model, hidden)
+
+
+def _write_index(cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Flat indices [b * groups] of (row, group, pos[row]) in a contiguous cache [b, groups, positions, d] viewed as
+    [-1, d]: one index_copy_ per tensor writes every row's new key at its own position."""
+    rows, groups, positions, _ = cache.shape
+    base = torch.arange(rows * groups, device=pos.device).view(rows, groups) * positions
+    return (base + pos.expand(rows)[:, None]).flatten()
 
 
 class Decoder:
@@ -289,152 +293,3 @@ def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tens
         tokens[row, longest - len(ids):] = torch.tensor(ids, dtype=torch.long)
     pad = torch.tensor([longest - len(p) for p in prompts], dtype=torch.long)
     return tokens.to(device), pad.to(device)
-
-
-def _greedy(logits: torch.Tensor, vocab_size: int, eos_id: int, suppress_eos: torch.Tensor) -> torch.Tensor:
-    """Argmax of each row; rows where `suppress_eos` [b] (fewer than min_new_tokens so far) cannot pick EOS."""
-    logits = logits[:, :vocab_size].float()
-    logits[:, eos_id] = logits[:, eos_id].masked_fill(suppress_eos, float("-inf"))
-    return logits.argmax(-1)
-
-
-def trim(row: list[int], eos_id: int) -> list[int]:
-    """A row's tokens up to and including its first EOS (tokens after it were computed but are not output)."""
-    return row[: row.index(eos_id) + 1] if eos_id in row else row
-
-
-class Slots:
-    """The decode batch: a fixed number of cache slots, each holding one sample from its prefill until it is
-    harvested. On the device, per slot: the left padding, the position its prompt ends at, the tokens generated
-    (frozen once finished), whether it has produced EOS or reached max_new_tokens, and its output tokens (column
-    max_new_tokens takes the writes of capped rows). A free slot attends to position 0 of its row alone, so it costs
-    no KV reads. On the host: each slot's sample (-1: free) and the host step it was filled at, from which an upper
-    bound of its generated tokens follows without reading the device."""
-
-    def __init__(self, count: int, max_new_tokens: int, device: torch.device):
-        self.max_new = max_new_tokens
-        zeros = dict(dtype=torch.long, device=device)
-        self.pad, self.start, self.steps = (torch.zeros(count, **zeros), torch.zeros(count, **zeros),
-                                            torch.ones(count, **zeros))
-        self.finished = torch.ones(count, dtype=torch.bool, device=device)
-        self.out = torch.full((count, max_new_tokens + 1), -1, **zeros)
-        self.token = torch.zeros(count, **zeros)
-        self.rows = torch.arange(count, device=device)
-        self.sample = [-1] * count
-        self.born = [0] * count
-        self.prompt_end = [1] * count
-
-    def positions(self) -> torch.Tensor:
-        """Each slot's next cache position (a free slot's is 0)."""
-        return self.start + self.steps - 1
-
-    def record(self, token: torch.Tensor, eos_id: int) -> None:
-        """The slots' next tokens: written at each slot's count, which then grows by one unless it had finished."""
-        self.token = token
-        self.out[self.rows, self.steps] = token
-        self.steps += ~self.finished
-        self.finished |= (token == eos_id) | (self.steps >= self.max_new)
-
-    def free(self, slots: list[int]) -> None:
-        """Harvested slots: free, attending to their position 0 alone until refilled."""
-        index = torch.tensor(slots, device=self.pad.device)
-        self.pad[index], self.start[index], self.steps[index] = 0, 0, 1
-        for slot in slots:
-            self.sample[slot] = -1
-
-    def generated(self, slot: int, step: int) -> int:
-        """Tokens slot `slot` holds at host step `step` (its prefill gave the first), unless it ended earlier."""
-        return min(step - self.born[slot] + 1, self.max_new)
-
-    def furthest(self, step: int) -> int:
-        """The largest cache position a slot feeds at host step `step` (for the step's attention length)."""
-        return max(end + self.generated(slot, step) - 1 for slot, end in enumerate(self.prompt_end)
-                   if self.sample[slot] >= 0)
-
-    def keep(self, keep: list[int]) -> None:
-        """Only the slots `keep` (cache rows are dropped by KVCache.keep alongside)."""
-        index = torch.tensor(keep, device=self.pad.device)
-        for name in ("pad", "start", "steps", "finished", "out", "token"):
-            setattr(self, name, getattr(self, name).index_select(0, index))
-        self.rows = torch.arange(len(keep), device=self.pad.device)
-        self.sample = [self.sample[i] for i in keep]
-        self.born = [self.born[i] for i in keep]
-        self.prompt_end = [self.prompt_end[i] for i in keep]
-
-
-@torch.no_grad()
-def generate_stream(model, vocab_size: int, prompts: list[list[int]], slots: int, max_new_tokens: int, eos_id: int,
-                    min_new_tokens: int = 1, check_every: int | None = None) -> Iterator[tuple[int, list[int]]]:
-    """Greedy continuations of `prompts` with continuous batching: `slots` rows decode together; at each host check
-    (every `check_every` steps, and at the step a slot reaches max_new_tokens) the finished samples are yielded as
-    (index into prompts, tokens up to their first EOS) and their slots are refilled with the next prompts, in the
-    given order, by one prefill. Once no prompt is left, the slots shrink to the live ones when at most half are
-    live (a new graph for the smaller batch). Each sample gets the tokens it would get alone (as generate_batch)."""
-    check_every = check_every or CHECK_EVERY
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    count = min(slots, len(prompts))
-    positions = cache_positions(max(len(p) for p in prompts), max_new_tokens)
-    cache = KVCache(model, count, positions, dtype, device)
-    rope = RopeTable(model, positions, dtype)
-    state = Slots(count, max_new_tokens, device)
-    queue = iter(range(len(prompts)))
-    queued = len(prompts)
-    free = list(range(count))
-    decoder = None
-    step = checked = 0
-    while True:
-        taken = list(zip(free, queue))  # zip stops at the free slots' end without taking a prompt more
-        if taken:
-            _refill(model, vocab_size, prompts, taken, state, cache, rope, step, eos_id, min_new_tokens)
-            queued -= len(taken)
-        live = [slot for slot, sample in enumerate(state.sample) if sample >= 0]
-        if not live:
-            return
-        while step - checked < check_every and all(state.generated(s, step) < max_new_tokens for s in live):
-            decoder = decoder or Decoder(model, state.pad, cache, rope, state.token)
-            logits = decoder(state.token, state.positions(), state.furthest(step))
-            state.record(_greedy(logits, vocab_size, eos_id, state.steps < min_new_tokens), eos_id)
-            step += 1
-        checked = step
-        finished = state.finished.tolist()  # the one host read per check
-        done = [slot for slot in live if finished[slot]]
-        if done:
-            rows = state.out[torch.tensor(done, device=device)].tolist()
-            for slot, row in zip(done, rows):
-                yield state.sample[slot], trim(row[:state.generated(slot, step)], eos_id)
-            state.free(done)
-        free = [slot for slot, sample in enumerate(state.sample) if sample < 0]
-        if not queued and len(free) < len(state.sample) and 2 * len(free) >= len(state.sample):
-            keep = [slot for slot, sample in enumerate(state.sample) if sample >= 0]  # nothing to refill with
-            state.keep(keep)
-            cache.keep(torch.tensor(keep, device=device))
-            decoder, free = None, []
-
-
-def _refill(model, vocab_size: int, prompts: list[list[int]], taken: list[tuple[int, int]], state: Slots,
-            cache: KVCache, rope: RopeTable, step: int, eos_id: int, min_new_tokens: int) -> None:
-    """Prefill the prompts of `taken` [(slot, index into prompts)] into their slots and record each one's first
-    token. The slots' device state is written in place: the captured graphs read it."""
-    index = torch.tensor([slot for slot, _ in taken], device=state.pad.device)
-    tokens, pad = left_pad([prompts[i] for _, i in taken], state.pad.device)
-    logits = prefill(model, tokens, pad, cache, rope, rows=index)
-    first = _greedy(logits, vocab_size, eos_id, torch.full_like(pad, min_new_tokens > 0, dtype=torch.bool))
-    state.pad[index] = pad
-    state.start[index] = tokens.shape[1]
-    state.out[index, 0] = first
-    state.steps[index] = 1
-    state.finished[index] = (first == eos_id) | (state.max_new <= 1)
-    state.token[index] = first
-    for slot, sample in taken:
-        state.sample[slot], state.born[slot], state.prompt_end[slot] = sample, step, tokens.shape[1]
-
-
-def generate_batch_fast(model, vocab_size: int, prompts: list[list[int]], max_new_tokens: int, eos_id: int,
-                        min_new_tokens: int = 1, check_every: int | None = None) -> list[list[int]]:
-    """Greedy continuations of one batch of `prompts` (as generate_batch): generate_stream with a slot per prompt."""
-    outputs: list[list[int]] = [[] for _ in prompts]
-    for index, ids in generate_stream(model, vocab_size, prompts, len(prompts), max_new_tokens, eos_id,
-                                      min_new_tokens, check_every):
-        outputs[index] = ids
-    return outputs

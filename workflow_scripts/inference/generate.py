@@ -6,9 +6,9 @@
         --limit N --tp 1 --threads N
 
 Greedy as the reference SUT (num_beams 1, no sampling, min 1 / max 1024 new tokens, stop at EOS). Prompts are the
-`tok_input` column, longest first. The default engine is decode_engine.py (continuous batching: a finished sample's
-slot takes the next prompt; prompts prefilled in one pass, a fixed-shape KV cache of rotated keys, no host wait per
-token; `--batching static` runs one batch at a time instead); `--engine static` runs the reference path,
+`tok_input` column, longest first. The default engine is continuous_batching.py over decode_engine.py (a finished
+sample's slot takes the next prompt; prompts prefilled in one pass, a fixed-shape KV cache of rotated keys, no host
+wait per token; `--batching static` runs one batch at a time instead); `--engine static` runs the reference path,
 megatron-core's StaticInferenceContext (static_decode.py). `--batch-size auto` (the default) takes on a GPU the most
 rows (slots) whose KV cache fits the memory left after the model (batch_size.py), 8 on CPU. Each sample's output is
 its generated ids up to and including EOS.
@@ -42,7 +42,8 @@ from workflow_scripts.inference.generate_shards import check_layout
 from workflow_scripts.core.progress import Progress
 from workflow_scripts.inference.batch_size import parse_batch_size, resolve_batch_size
 from workflow_scripts.inference import decode_engine
-from workflow_scripts.inference.decode_engine import cache_positions, generate_batch_fast, generate_stream
+from workflow_scripts.inference.continuous_batching import generate_batch_fast, generate_stream
+from workflow_scripts.inference.decode_engine import cache_positions
 from workflow_scripts.inference.static_decode import generate_batch, generate_uncached  # noqa: F401 (tests, benchmarks)
 
 log = logging.getLogger("generate")
