@@ -279,7 +279,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
             "project_sdpa": (["--batch-size", "auto", "--decode-attention", "sdpa"], a.samples),
             "project_matmul": (["--batch-size", "auto", "--decode-attention", "matmul"], a.samples),
             "project_torch_rope": (["--batch-size", "auto", "--rope", "torch"], a.samples),
-            "project_batch_176": (["--batch-size", "176"], a.samples),  # 3 batches of 512 where auto makes 4
+            "project_batch_176": (["--batch-size", "176"], a.samples),  # a fixed batch near auto's 180 (3 batches of 512)
             "project_fast_batch64": (["--batch-size", "64"], a.samples // 2),
             "project_static_batch64": (["--batch-size", "64", "--engine", "static"], a.static_samples)}
     for name in a.runs:

@@ -2,22 +2,25 @@
 
     python -m workflow_scripts.plan.generation_estimate
 
-From the roofline of the generation (decode_engine.py) scaled by the fraction of it measured on one H200:
-benchmarks/generate_throughput_7b.py ran the entry point's defaults (Llama-2-7B shape, batch auto = 180 rows,
-prompts of 719-898 tokens, 256 new tokens) at MEASURED_ROOFLINE_FRACTION of its roofline (docs/performance.md).
+From the roofline of the generation (continuous_batching.py over decode_engine.py) scaled by the fraction of it
+measured on one H200: benchmarks/generate_throughput_7b.py ran the entry point's defaults (Llama-2-7B shape, batch
+auto = 180 rows, prompts of 719-898 tokens, 256 new tokens) at MEASURED_ROOFLINE_FRACTION of its roofline
+(docs/performance.md).
 
 Roofline of a batch of `rows` on `gpus` GPUs in one tensor-parallel group: the prefill's GEMM FLOPs (2 N per prompt
 token) at GEMM_TFLOPS per GPU, then one decode step per new token of the batch, each reading the weights (2 N bytes)
-and the live rows' KV cache at the GPU's HBM rate. Rows finish at different steps; the engine drops them once half
-are done, so a step's live rows are between half and all of the batch: OCCUPANCY (the midpoint) is assumed.
-Tensor parallelism adds two all-reduces per layer and step (after attention and after the MLP); each is taken as
-ALLREDUCE_S (an assumption for NVLink all-reduces of a few MB inside a CUDA graph, not measured here).
+and the live rows' KV cache at the GPU's HBM rate. Continuous batching refills a finished sample's slot at the next
+host check, so a slot idles on average half of CHECK_EVERY steps per sample: OCCUPANCY (the queue's tail, under one
+round of the 96 each slot serves, is left out). Tensor parallelism adds two all-reduces per layer and step (after
+attention and after the MLP); each is taken as ALLREDUCE_S (an assumption for NVLink all-reduces of a few MB inside a
+CUDA graph, not measured here).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from workflow_scripts.inference.batch_size import KV_SHARE, MAX_ROWS
+from workflow_scripts.inference.continuous_batching import CHECK_EVERY
 from workflow_scripts.scoring.rouge_score_eval import REFERENCE
 
 SAMPLES = 24576  # MLPerf llama2-70b accuracy run (the sampled OpenOrca set)
@@ -25,8 +28,10 @@ MEAN_NEW_TOKENS = REFERENCE["tokens_per_sample"]  # the reference's mean generat
 MEAN_PROMPT_TOKENS = 808  # mean of the benchmark's prompts (719-898 uniform); OpenOrca itself is not available here
 MAX_NEW_TOKENS = 1024  # the reference SUT's max_new_tokens (config inference.max_new_tokens for a real run)
 MAX_PROMPT_TOKENS = 1024  # the longest prompts the sampled set keeps (processorca's filter)
-MEASURED_ROOFLINE_FRACTION = 0.763  # benchmarks/generate_throughput_7b.py on one H200, defaults (docs/performance.md)
-OCCUPANCY = 0.75
+# benchmarks/generate_throughput_7b.py on one H200 with the defaults, the code as committed (0.66-0.76 across its
+# last three calls: docs/performance.md)
+MEASURED_ROOFLINE_FRACTION = 0.70
+OCCUPANCY = MEAN_NEW_TOKENS / (MEAN_NEW_TOKENS + CHECK_EVERY / 2)
 ALLREDUCE_S = 25e-6
 LLAMA2_70B = dict(vocab_size=32000, hidden_size=8192, intermediate_size=28672, num_layers=80,
                   num_attention_heads=64, num_query_groups=8)
