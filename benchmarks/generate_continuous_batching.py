@@ -41,7 +41,7 @@ def scale_eos_row(work: Path, mean_tokens: int, device: str) -> dict:
     model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=torch.bfloat16).to(device)
     prompts = pd.read_pickle(work / "samples.pkl")["tok_input"].tolist()[:CALIBRATION_PROMPTS]
     weight = model.lm_head.weight
-    ratios, eos_logits, best_logits = [], [], []
+    eos_logits, best_logits = [], []
     with torch.no_grad():
         for ids in prompts:
             hidden = model.model(torch.tensor([ids], device=device)).last_hidden_state[0].float()

@@ -168,7 +168,6 @@ def _one_step(model, batch: list[list[int]], setting: str, device):
     import torch
 
     from workflow_scripts.inference import decode_engine as D
-    from workflow_scripts.inference.continuous_batching import generate_batch_fast
 
     D.DECODE_ATTENTION, D.ROPE = setting.split("/")
     tokens, pad = D.left_pad(batch, device)

@@ -27,6 +27,7 @@ path's (tests/test_generate.py compares them for every sample on CPU in fp32).
 from __future__ import annotations
 
 import logging
+
 import torch
 import torch.nn.functional as F
 
@@ -130,15 +131,15 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
 
 
 def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope,
-           at: torch.Tensor, length: int, mask, rows: torch.Tensor) -> torch.Tensor:
+           at: torch.Tensor | None, length: int, mask, rows: torch.Tensor | slice) -> torch.Tensor:
     """One transformer layer for `hidden` [s, b, h].
 
     Decode (s 1): `rows` [b * groups] are the flat cache indices of each row's new keys/values (decode_step's
     `_write_index`: on the device, so a captured graph replays any step); they attend to positions 0..length-1
-    under `mask`. Prefill: `rows` are the cache rows of the batch's rows (a slice, or an index tensor).
-    Prefill: `at` is the cache slot [b, 1, s, 1] of each right-aligned position (mask None); attention is causal
-    within the chunk, and the cache keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad
-    tokens' keys land in the masked left padding."""
+    under `mask`. Prefill (mask None): `rows` are the batch's cache rows (a slice, or an index tensor), `at` the
+    cache slot [b, 1, s, 1] of each right-aligned position; attention is causal within the chunk, and the cache
+    keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad tokens' keys land in the masked
+    left padding."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
     query, key = rope(query), rope(key)
@@ -180,12 +181,13 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
     after), so plain causal attention is exact for every prompt token and needs no mask: torch's flash kernel, which
     skips the masked half, where a padding mask would force the memory-efficient one."""
     count, length = tokens.shape
-    first = 0 if rows is None else rows.start if isinstance(rows, slice) else None  # consecutive rows from `first`
+    rows = slice(0, count) if rows is None else rows
     ar = torch.arange(length, device=tokens.device)
     chunk = max(1, PREFILL_TOKENS // length)
     out = []
     for r0 in range(0, count, chunk):
-        part_rows = slice(first + r0, first + min(r0 + chunk, count)) if first is not None else rows[r0:r0 + chunk]
+        part_rows = (slice(rows.start + r0, rows.start + min(r0 + chunk, count)) if isinstance(rows, slice)
+                     else rows[r0:r0 + chunk])
         part, part_pad = tokens[r0:r0 + chunk], pad[r0:r0 + chunk]
         slots = (ar[None, :] + part_pad[:, None]) % length  # right-aligned position j <- left-aligned column slot
         positions = ar[None, :].expand(len(part), length)
