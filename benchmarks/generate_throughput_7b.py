@@ -2,7 +2,8 @@
 bf16, SDPA, left-padded batches) and the project's generation through its real entry point
 (`torchrun -m workflow_scripts.inference.generate`, as rule `generate` runs it) with its defaults (engine fast, batch
 auto), plus the reference path (`--engine static`, megatron's StaticInferenceContext), the fast engine at batch 64
-and one run per lever (`--runs`: project_matmul, project_torch_rope, project_eager, project_sdpa, project_batch_176).
+and one run per lever (`--runs`: project_fp8 (`--kv-cache fp8`), project_matmul, project_torch_rope, project_eager,
+project_sdpa, project_batch_176).
 
 Same weights for all: a random Llama-2-7B-shaped HF checkpoint (bf16, seed 0) converted by the project's own
 `python -m workflow_scripts.convert hf-to-mcore`. Same prompts: random ids, lengths uniform over 719-898 tokens (the
@@ -168,7 +169,8 @@ def project(work: Path, out: Path, name: str, extra: list[str], limit: int,
         return {"error": (out / f"{name}.log").read_text()[-1500:]}
     stats = json.loads((out / f"{name}.json").read_text())
     return {"seconds": stats["seconds"], "new_tokens": stats["generated_tokens"], "tokens_per_s":
-            stats["tokens_per_second"], "batch": stats["batch_size"], "wall_s": wall, "command": " ".join(cmd)}
+            stats["tokens_per_second"], "batch": stats["batch_size"], "kv_cache": stats["kv_cache"], "wall_s": wall,
+            "command": " ".join(cmd)}
 
 
 def _run(cmd: list[str], log: Path, with_site: bool) -> subprocess.CompletedProcess:
@@ -187,11 +189,14 @@ def weight_count(shape: dict) -> int:
         4 * shape["hidden"] ** 2 + 3 * shape["hidden"] * shape["ffn"])
 
 
-def roofline_seconds(shape: dict, prompts: list[list[int]], batch: int) -> float:
+def roofline_seconds(shape: dict, prompts: list[list[int]], batch: int, fp8: bool = False) -> float:
     """Lower bound of a run at `batch` rows: prefill FLOPs at GEMM_TFLOPS plus, per decode step, the weights and
-    the batch's cached keys/values read at HBM_TB_S (batches formed longest first, as generate.length_batches)."""
+    the batch's cached keys/values (bf16, or with `fp8` codes and scales) read at HBM_TB_S (batches formed longest
+    first, as generate.length_batches)."""
     params = weight_count(shape)
-    kv_per_token = shape["layers"] * 2 * shape["hidden"] * 2
+    head_dim = shape["hidden"] // shape["heads"]
+    per_vector = head_dim + 4 if fp8 else 2 * head_dim  # kv_fp8.bytes_per_vector: codes and an fp32 scale
+    kv_per_token = shape["layers"] * 2 * shape["heads"] * per_vector
     lengths = sorted((len(p) for p in prompts), reverse=True)
     seconds = 0.0
     for i in range(0, len(lengths), batch):
@@ -218,7 +223,7 @@ def table(results: dict, shape: dict, prompts: list[list[int]]) -> list[str]:
         batch = r["batch"]
         samples = r["new_tokens"] // NEW_TOKENS
         bound = batch / step_ms * 1e3
-        roof = roofline_seconds(shape, prompts[:samples], batch) / r["seconds"]
+        roof = roofline_seconds(shape, prompts[:samples], batch, r.get("kv_cache") == "fp8") / r["seconds"]
         lines.append(f"| {name} | {batch} | {samples} | {r['seconds']:.1f} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tokens_per_s'] / hf_best:.2f}x | {r['tokens_per_s'] / bound:.1%} | {roof:.1%} |")
     return lines
@@ -275,6 +280,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     runs = {"project_defaults": (["--batch-size", "auto"], a.samples),
             "hf": None,
             "parity": None,
+            "project_fp8": (["--batch-size", "auto", "--kv-cache", "fp8"], a.samples),
             "project_eager": (["--batch-size", "auto", "--cuda-graphs", "off"], a.samples),
             "project_sdpa": (["--batch-size", "auto", "--decode-attention", "sdpa"], a.samples),
             "project_matmul": (["--batch-size", "auto", "--decode-attention", "matmul"], a.samples),
@@ -301,7 +307,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")
     for name, r in report["parity"].get("vs_hf_fp64", {}).items():
         print(f"{name} (fp32) vs HF in fp64: {json.dumps({k: r.get(k) for k in keys})}")
-    for other in ("project_matmul", "project_torch_rope", "project_sdpa", "project_eager"):
+    for other in ("project_fp8", "project_matmul", "project_torch_rope", "project_sdpa", "project_eager"):
         if "error" not in report["runs"].get(other, {"error": 1}) and "error" not in report["runs"].get(
                 "project_defaults", {"error": 1}):
             print(f"greedy tokens, project_defaults vs {other}: {json.dumps(token_agreement(a.out, other))}")

@@ -76,3 +76,31 @@ def test_decode_attention_kernel_reads_each_row_up_to_its_own_position(monkeypat
         alone = T.decode_attention(q[row:row + 1], keys[row:row + 1], values[row:row + 1], pad[row:row + 1],
                                    pos[row:row + 1])
         torch.testing.assert_close(out[row:row + 1], alone, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("groups,per_group,dim", [(2, 4, 16), (4, 1, 32), (2, 2, 8)])
+def test_decode_attention_kernel_over_an_fp8_cache_equals_the_softmax_over_its_dequantized_values(
+        groups, per_group, dim, monkeypatch):
+    """uint8 e4m3 codes with per-position scales (kv_fp8.py), as strided views of a longer cache: the kernel's
+    output equals the masked softmax over codes * scales (and differs from one that ignores the scales)."""
+    from workflow_scripts.inference import kv_fp8
+
+    monkeypatch.setattr(T, "MIN_PROGRAMS", 64)
+    g = torch.Generator().manual_seed(dim)
+    rows, cache = 3, 150
+    codes, scales = [], []
+    for _ in range(2):  # keys, then values: magnitudes that differ by position, so the scales matter
+        x = torch.randn(rows, groups, cache + 5, dim, generator=g) * torch.rand(rows, groups, cache + 5, 1, generator=g) * 8
+        c, s = kv_fp8.quantize(x)
+        codes.append(c[:, :, :cache])
+        scales.append(s[:, :, :cache])
+    q = torch.randn(rows, groups, per_group, dim, generator=g)
+    pad, pos = torch.tensor([0, 66, 9]), torch.tensor([140, 149, 100])
+    out = T.decode_attention(q, codes[0], codes[1], pad, pos, scales[0], scales[1])
+    keys, values = (kv_fp8.dequantize(c, s, torch.float32) for c, s in zip(codes, scales))
+    want = torch.stack([_reference(q[r:r + 1], keys[r:r + 1], values[r:r + 1], pad[r:r + 1], int(pos[r]))[0]
+                        for r in range(rows)])
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    unscaled = T.decode_attention(q, codes[0], codes[1], pad, pos, torch.ones_like(scales[0]),
+                                  torch.ones_like(scales[1]))
+    assert (unscaled - want).abs().max() > 1e-2

@@ -104,7 +104,7 @@ def generate_stream(model, vocab_size: int, prompts: list[list[int]], slots: int
     device, dtype = param.device, param.dtype
     count = min(slots, len(prompts))
     positions = engine.cache_positions(max(len(p) for p in prompts), max_new_tokens)
-    cache = engine.KVCache(model, count, positions, dtype, device)
+    cache = engine.KVCache(model, count, positions, dtype, device, fp8=engine.KV_CACHE == "fp8")
     rope = engine.RopeTable(model, positions, dtype)
     state = Slots(count, max_new_tokens, device)
     queue = iter(range(len(prompts)))

@@ -29,10 +29,11 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _split_kernel(q_ptr, k_ptr, v_ptr, pad_ptr, pos_ptr, out_ptr, lse_ptr,
+    def _split_kernel(q_ptr, k_ptr, v_ptr, ks_ptr, vs_ptr, pad_ptr, pos_ptr, out_ptr, lse_ptr,
                       stride_qb, stride_qg, stride_qr, stride_kb, stride_kg, stride_kl, stride_vb, stride_vg,
-                      stride_vl, groups, heads_per_group, split_len, dim, scale,
-                      BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DIM: tl.constexpr, PRECISION: tl.constexpr):
+                      stride_vl, stride_sb, stride_sg, groups, heads_per_group, split_len, dim, scale,
+                      BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DIM: tl.constexpr, PRECISION: tl.constexpr,
+                      FP8: tl.constexpr):
         bg, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, g = bg // groups, bg % groups
         lo = tl.maximum(split * split_len, tl.load(pad_ptr + b))
@@ -46,12 +47,17 @@ if triton is not None:
         acc = tl.zeros([BLOCK_R, DIM], tl.float32)
         k_base = k_ptr + b * stride_kb + g * stride_kg
         v_base = v_ptr + b * stride_vb + g * stride_vg
+        s_offset = b * stride_sb + g * stride_sg  # FP8: the per-position scales [b, groups, L] of keys and values
         for start in range(lo, hi, BLOCK_L):  # every block holds >= 1 valid position, so m turns finite at once
             p = start + tl.arange(0, BLOCK_L)
             valid = p < hi
             k = tl.load(k_base + p[:, None] * stride_kl + d[None, :], mask=valid[:, None] & (d[None, :] < dim),
                         other=0.0)
+            if FP8:  # uint8 codes of e4m3 numbers: exact in q's dtype, times the position's scale
+                k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
             scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
+            if FP8:
+                scores = scores * tl.load(ks_ptr + s_offset + p, mask=valid, other=0.0)[None, :]
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, 1))
             alpha = tl.exp(m - m_new)
@@ -59,7 +65,11 @@ if triton is not None:
             total = total * alpha + tl.sum(probs, 1)
             v = tl.load(v_base + p[:, None] * stride_vl + d[None, :], mask=valid[:, None] & (d[None, :] < dim),
                         other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(probs.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
+            weights = probs
+            if FP8:
+                v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
+                weights = probs * tl.load(vs_ptr + s_offset + p, mask=valid, other=0.0)[None, :]
+            acc = acc * alpha[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m = m_new
         # an empty slice (all its positions padding or not yet written) leaves lse = -inf: weight 0 in the merge
         lse = tl.where(total > 0, m + tl.log(total), float("-inf"))
@@ -78,25 +88,32 @@ def _splits(rows_groups: int, positions: int) -> tuple[int, int]:
 
 
 def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pad: torch.Tensor,
-                     pos: torch.Tensor) -> torch.Tensor:
+                     pos: torch.Tensor, key_scales: torch.Tensor | None = None,
+                     value_scales: torch.Tensor | None = None) -> torch.Tensor:
     """q [b, groups, heads_per_group, d] against keys/values [b, groups, L, d] (strided views of the cache are fine),
     attending to positions pad[r]..pos[r] of each row r (pos [b], or [1] for all rows); returns
-    [b, groups, heads_per_group, d] in q's dtype."""
+    [b, groups, heads_per_group, d] in q's dtype. With scales [b, groups, L] (an fp8 cache, kv_fp8.py), keys and
+    values are uint8 e4m3 codes, each position's vector standing for codes * its scale."""
     rows, groups, per_group, dim = q.shape
     if pos.numel() == 1:
         pos = pos.expand(rows).contiguous()
     if q.stride(-1) != 1 or keys.stride(-1) != 1 or values.stride(-1) != 1:
         raise ValueError("decode_attention needs the head dimension contiguous")
+    fp8 = key_scales is not None
+    if fp8 and (key_scales.stride() != value_scales.stride() or key_scales.stride(-1) != 1):
+        raise ValueError("decode_attention needs key and value scales of one layout, positions contiguous")
+    scales = (key_scales, value_scales) if fp8 else (q, q)  # unread without FP8
     block_r = max(16, triton.next_power_of_2(per_group))  # tl.dot wants >= 16 rows
     block_d = max(16, triton.next_power_of_2(dim))
     splits, per_split = _splits(rows * groups, keys.shape[2])
     partial = torch.empty(rows * groups * splits * block_r, block_d, dtype=torch.float32, device=q.device)
     lse = torch.empty(rows * groups * splits * block_r, dtype=torch.float32, device=q.device)
     _split_kernel[(rows * groups, splits)](
-        q, keys, values, pad, pos, partial, lse, q.stride(0), q.stride(1), q.stride(2), keys.stride(0),
-        keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2), groups, per_group,
-        per_split, dim, dim ** -0.5, BLOCK_R=block_r, BLOCK_L=BLOCK_POSITIONS, DIM=block_d,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32")  # fp32 models: no TF32 rounding
+        q, keys, values, *scales, pad, pos, partial, lse, q.stride(0), q.stride(1), q.stride(2), keys.stride(0),
+        keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
+        *(scales[0].stride()[:2] if fp8 else (0, 0)), groups, per_group, per_split, dim, dim ** -0.5,
+        BLOCK_R=block_r, BLOCK_L=BLOCK_POSITIONS, DIM=block_d,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", FP8=fp8)  # fp32 models: no TF32 rounding
     lse = lse.view(rows, groups, splits, block_r)[..., :per_group]
     partial = partial.view(rows, groups, splits, block_r, block_d)[..., :per_group, :dim]
     weight = torch.softmax(lse, dim=2)  # every row has >= 1 valid position, so some slice is finite

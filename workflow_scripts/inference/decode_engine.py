@@ -31,7 +31,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.inference import decode_attention_triton, rope_triton
+from workflow_scripts.inference import decode_attention_triton, kv_fp8, rope_triton
 
 log = logging.getLogger("generate")
 KV_BLOCK = 64  # a decode step attends to whole blocks of cache positions: few step shapes, each one CUDA graph
@@ -39,25 +39,74 @@ CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py 
 # "auto" (default: triton on a GPU with Triton, else matmul), "matmul", "triton" (decode_attention_triton.py) or "sdpa"
 DECODE_ATTENTION = "auto"
 ROPE = "auto"  # "auto" (rope_triton.py's kernel on a GPU with Triton, else torch), "torch" or "triton"
+KV_CACHE = "model"  # the cache's storage: "model" (the model's dtype) or "fp8" (kv_fp8.py; generate.py --kv-cache)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
 
 class KVCache:
-    """Rotated keys and values of every layer of this rank: [rows, groups, positions, head_dim]."""
+    """Rotated keys and values of every layer of this rank: [rows, groups, positions, head_dim], in the model's dtype,
+    or with `fp8` as uint8 e4m3 codes plus one fp32 scale per [row, group, position] (kv_fp8.py)."""
 
-    def __init__(self, model, rows: int, positions: int, dtype: torch.dtype, device: torch.device):
-        self.keys, self.values = [], []
+    def __init__(self, model, rows: int, positions: int, dtype: torch.dtype, device: torch.device,
+                 fp8: bool = False):
+        self.dtype, self.fp8 = dtype, fp8
+        self.keys, self.values, self.key_scales, self.value_scales = [], [], [], []
+        store = kv_fp8.CODE_DTYPE if fp8 else dtype
         for layer in model.decoder.layers:
             attention = layer.self_attention
             groups = attention.num_query_groups_per_partition
-            self.keys.append(torch.zeros(rows, groups, positions, attention.key_hidden_size, dtype=dtype,
-                                         device=device))
-            self.values.append(torch.zeros(rows, groups, positions, attention.val_hidden_size, dtype=dtype,
-                                           device=device))
+            for cache, dim in ((self.keys, attention.key_hidden_size), (self.values, attention.val_hidden_size)):
+                cache.append(torch.zeros(rows, groups, positions, dim, dtype=store, device=device))
+            if fp8:
+                for scales in (self.key_scales, self.value_scales):
+                    scales.append(torch.zeros(rows, groups, positions, dtype=kv_fp8.SCALE_DTYPE, device=device))
+
+    def _tensors(self, i: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        scales = (self.key_scales[i], self.value_scales[i]) if self.fp8 else (None, None)
+        return list(zip((self.keys[i], self.values[i]), scales))
+
+    def write_prompt(self, i: int, key: torch.Tensor, value: torch.Tensor, rows: torch.Tensor | slice,
+                     slots: torch.Tensor) -> None:
+        """Layer i's keys/values [b, groups, s, d] of a prefill chunk into cache rows `rows` (consecutive as a
+        slice: in place), position j of chunk row r at cache position slots[r, j] (slots [b, s])."""
+        if self.fp8:
+            row = torch.arange(rows.start, rows.stop, device=slots.device) if isinstance(rows, slice) else rows
+            cache = self.keys[i]
+            flat = (row[:, None] * cache.shape[1] + torch.arange(cache.shape[1], device=slots.device))[:, :, None]
+            index = flat * cache.shape[2] + slots[:, None, :]  # [b, groups, s] into [rows * groups * positions]
+            for (codes, scales), new in zip(self._tensors(i), (key, value)):
+                kv_fp8.store(new, index, codes, scales)
+            return
+        for cache, new in zip((self.keys[i], self.values[i]), (key, value)):
+            at = slots[:, None, :, None].expand(-1, new.shape[1], -1, new.shape[3])
+            if isinstance(rows, slice):
+                cache[rows, :, :new.shape[2]].scatter_(2, at, new)
+            else:
+                cache[:, :, :new.shape[2]].index_copy_(0, rows, torch.empty_like(new).scatter_(2, at, new))
+
+    def write_step(self, i: int, key: torch.Tensor, value: torch.Tensor, index: torch.Tensor) -> None:
+        """Layer i's new keys/values [b, groups, 1, d] of a decode step at the flat (row, group, position) indices
+        `index` [b * groups] (_write_index)."""
+        for (cache, scales), new in zip(self._tensors(i), (key, value)):
+            if self.fp8:
+                kv_fp8.store(new, index, cache, scales)
+            else:
+                cache.view(-1, cache.shape[-1]).index_copy_(0, index, new.reshape(-1, cache.shape[-1]))
+
+    def read(self, i: int, length: int, dequantize: bool) -> tuple[torch.Tensor, ...]:
+        """Layer i's positions 0..length-1: (keys, values) in the model's dtype (fp8 codes dequantized when
+        `dequantize`), or (key codes, value codes, key scales, value scales) of an fp8 cache."""
+        views = [(cache[:, :, :length], None if scales is None else scales[:, :, :length])
+                 for cache, scales in self._tensors(i)]
+        if not self.fp8:
+            return tuple(cache for cache, _ in views)
+        if dequantize:
+            return tuple(kv_fp8.dequantize(cache, scales, self.dtype) for cache, scales in views)
+        return tuple(cache for cache, _ in views) + tuple(scales for _, scales in views)
 
     def keep(self, keep: torch.Tensor) -> None:
         """Drop finished rows (one layer at a time, so the copy needs one layer's cache of extra memory)."""
-        for cache in (self.keys, self.values):
+        for cache in (self.keys, self.values, self.key_scales, self.value_scales):
             for i, tensor in enumerate(cache):
                 cache[i] = tensor.index_select(0, keep)
 
@@ -107,17 +156,19 @@ def decode_attention_kind(device: torch.device) -> str:
     return "triton" if decode_attention_triton.available(device) else "matmul"
 
 
-def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+def _attend(query: torch.Tensor, kv: tuple[torch.Tensor, ...],
             mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """query [s, b, heads, d] against keys/values [b, groups, L, d]: a decode step (s 1) against the cache under
-    mask [b, 1, 1, L] (or, for the Triton decode kernel, each row's span as (pad [b], pos [1])); a prefill (mask
-    None) causally against its own right-aligned keys -> [s, b, heads*d]."""
+    """query [s, b, heads, d] against kv = (keys, values) [b, groups, L, d] (for the Triton decode kernel over an
+    fp8 cache: codes and scales, KVCache.read): a decode step (s 1) against the cache under mask [b, 1, 1, L] (or,
+    for the Triton kernel, each row's span as (pad [b], pos [b])); a prefill (mask None) causally against its own
+    right-aligned keys -> [s, b, heads*d]."""
     s, b, heads, d = query.shape
+    keys, values = kv[:2]
     groups = keys.shape[1]
     if s == 1:  # decode: a group's query heads become rows against its keys (no copy of the cache for GQA)
         q = query.reshape(b, groups, heads // groups, d)
         if isinstance(mask, tuple):
-            out = decode_attention_triton.decode_attention(q, keys, values, *mask)
+            out = decode_attention_triton.decode_attention(q, keys, values, *mask, *kv[2:])
         elif DECODE_ATTENTION == "sdpa":
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         else:  # matmul, or auto without Triton
@@ -130,32 +181,26 @@ def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     return out.reshape(b, heads, s, d).permute(2, 0, 1, 3).reshape(s, b, heads * d)
 
 
-def _layer(layer, hidden: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rope,
-           at: torch.Tensor | None, length: int, mask, rows: torch.Tensor | slice) -> torch.Tensor:
-    """One transformer layer for `hidden` [s, b, h].
+def _layer(layer, hidden: torch.Tensor, cache: KVCache, i: int, rope, at: torch.Tensor | None, length: int, mask,
+           rows: torch.Tensor | slice) -> torch.Tensor:
+    """Transformer layer i for `hidden` [s, b, h].
 
     Decode (s 1): `rows` [b * groups] are the flat cache indices of each row's new keys/values (decode_step's
     `_write_index`: on the device, so a captured graph replays any step); they attend to positions 0..length-1
     under `mask`. Prefill (mask None): `rows` are the batch's cache rows (a slice, or an index tensor), `at` the
-    cache slot [b, 1, s, 1] of each right-aligned position; attention is causal within the chunk, and the cache
-    keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad tokens' keys land in the masked
-    left padding."""
+    cache slot [b, s] of each right-aligned position; attention is causal within the chunk (on its own keys, before
+    any fp8 rounding), and the cache keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad
+    tokens' keys land in the masked left padding."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
     query, key = rope(query), rope(key)
     key, value = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)
     if mask is None:
-        slots = at.expand(-1, key.shape[1], -1, key.shape[3])
-        for cache, new in ((keys, key), (values, value)):
-            if isinstance(rows, slice):  # consecutive cache rows: scattered in place
-                cache[rows, :, :new.shape[2]].scatter_(2, slots, new)
-            else:
-                cache[:, :, :new.shape[2]].index_copy_(0, rows, torch.empty_like(new).scatter_(2, slots, new))
-        attended = _attend(query, key, value, None)
-    else:  # `rows` [b * groups]: each row's (row, group, position) in the cache flattened to [-1, head dim]
-        keys.view(-1, keys.shape[-1]).index_copy_(0, rows, key.reshape(-1, keys.shape[-1]))
-        values.view(-1, values.shape[-1]).index_copy_(0, rows, value.reshape(-1, values.shape[-1]))
-        attended = _attend(query, keys[:, :, :length], values[:, :, :length], mask)
+        cache.write_prompt(i, key, value, rows, at)
+        attended = _attend(query, (key, value), None)
+    else:
+        cache.write_step(i, key, value, rows)
+        attended = _attend(query, cache.read(i, length, dequantize=not isinstance(mask, tuple)), mask)
     out, _ = attention.linear_proj(attended)
     hidden = hidden + out
     out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
@@ -194,8 +239,7 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
         hidden = model.embedding(input_ids=part.gather(1, slots), position_ids=positions)
         rotate = rope.at(positions)
         for i, layer in enumerate(model.decoder.layers):
-            hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], rotate, slots[:, None, :, None], length,
-                            None, part_rows)
+            hidden = _layer(layer, hidden, cache, i, rotate, slots, length, None, part_rows)
         out.append(_logits(model, hidden, length - 1 - part_pad))
     return torch.cat(out)
 
@@ -214,7 +258,7 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor
     rotate = rope.at(positions)
     index = _write_index(cache.keys[0], pos)
     for i, layer in enumerate(model.decoder.layers):
-        hidden = _layer(layer, hidden, cache.keys[i], cache.values[i], rotate, None, length, mask, index)
+        hidden = _layer(layer, hidden, cache, i, rotate, None, length, mask, index)
     return _logits(model, hidden)
 
 

@@ -199,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-attention", choices=("matmul", "triton", "sdpa", "auto"), default="auto",
                    help="fast engine's decode attention: two batched matmuls, the split-KV Triton kernel, torch's "
                         "fused SDPA kernels, or auto (the default: triton on a GPU with Triton, else matmul)")
+    p.add_argument("--kv-cache", choices=("model", "fp8"), default="model",
+                   help="fast engine's KV cache: the model's dtype (default), or fp8 e4m3 codes with a scale per "
+                        "cached vector (kv_fp8.py: half the decode's reads and memory; its accuracy is the score's)")
     p.add_argument("--rope", choices=("torch", "triton", "auto"), default="auto",
                    help="fast engine's RoPE: torch elementwise ops, the in-place Triton kernel, or auto (the "
                         "default: triton on a GPU with Triton, else torch)")
@@ -216,6 +219,10 @@ def generate_files(args: argparse.Namespace) -> None:
     decode_engine.CUDA_GRAPHS = args.cuda_graphs == "on"
     decode_engine.DECODE_ATTENTION = args.decode_attention
     decode_engine.ROPE = args.rope
+    decode_engine.KV_CACHE = args.kv_cache
+    if args.kv_cache != "model" and args.engine != "fast":
+        raise PipelineInputError(f"--kv-cache {args.kv_cache} needs --engine fast (the {args.engine} engine keeps "
+                                 "megatron's own cache)")
     if args.max_new_tokens < 1 or args.min_new_tokens > args.max_new_tokens:
         raise PipelineInputError(f"need 1 <= min_new_tokens ({args.min_new_tokens}) <= max_new_tokens ({args.max_new_tokens})")
     model_cfg = _model_config(args.mcore)
@@ -229,8 +236,9 @@ def generate_files(args: argparse.Namespace) -> None:
     if longest > cfg.max_position_embeddings:
         log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
     positions = cache_positions(max(len(p) for p in prompts), args.max_new_tokens)
-    args.rows = resolve_batch_size(args.batch_size, model, positions)  # collective under TP
-    log.info("engine %s, batch size %d (requested %s)", args.engine, args.rows, args.batch_size)
+    args.rows = resolve_batch_size(args.batch_size, model, positions, args.kv_cache == "fp8")  # collective under TP
+    log.info("engine %s, KV cache %s, batch size %d (requested %s)", args.engine, args.kv_cache, args.rows,
+             args.batch_size)
     stats = loadgen_generate(args, model, cfg.vocab_size, prompts, eos)
     if stats is None:
         return  # not global rank 0: its outputs went to rank 0, which answered LoadGen
@@ -284,7 +292,7 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "batch_size_requested": args.batch_size, "engine": args.engine, "batching": args.batching,
         "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention,
         "decode_attention_used": decode_engine.decode_attention_kind(device), "rope": args.rope,
-        "rope_used": decode_engine.rope_kind(device), "eos_id": eos, "dtype": DTYPE,
+        "rope_used": decode_engine.rope_kind(device), "kv_cache": args.kv_cache, "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 
