@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-KINDS = (("attention", ("fmha", "flash", "attention", "split_kernel")), ("gemm", ("gemm", "gemv", "cutlass", "xmma",
+KINDS = (("fp8 store", ("store_kernel",)), ("attention", ("fmha", "flash", "attention", "split_kernel")), ("gemm", ("gemm", "gemv", "cutlass", "xmma",
          "nvjet", "matmul", "mm", "bmm")), ("softmax", ("softmax",)), ("norm/reduce", ("norm", "reduce")),
          ("elementwise/copy", ("elementwise", "vectorized", "copy", "cat", "index", "fill", "mul", "add", "neg",
                                "where", "masked")))
@@ -45,11 +45,11 @@ def synced(device) -> float:
 
 def timed_batch(model, vocab: int, prompts: list[list[int]], setting: str, device) -> dict:
     """generate_batch_fast over `prompts` with its prefill and graph captures timed (synchronised wrappers), at
-    `setting` = "decode attention/rope" (decode_engine.DECODE_ATTENTION / ROPE)."""
+    `setting` = "decode attention/rope[/kv cache]" (decode_engine.DECODE_ATTENTION / ROPE / KV_CACHE)."""
     from workflow_scripts.inference import decode_engine as D
     from workflow_scripts.inference.continuous_batching import generate_batch_fast
 
-    D.DECODE_ATTENTION, D.ROPE = setting.split("/")
+    _apply(setting)
     spent = defaultdict(float)
     counts = defaultdict(int)
     originals = D.prefill, D.Decoder._capture
@@ -73,9 +73,20 @@ def timed_batch(model, vocab: int, prompts: list[list[int]], setting: str, devic
     steps = len(out[0]) - 1
     decode = total - spent["prefill"] - spent["capture"]
     return {"setting": setting, "attention": D.decode_attention_kind(device), "rope": D.rope_kind(device),
+            "kv_cache": D.KV_CACHE,
             "rows": len(prompts), "seconds": total, "prefill_s": spent["prefill"],
             "capture_s": spent["capture"], "captures": counts["capture"], "decode_s": decode, "steps": steps,
             "ms_per_step": decode / steps * 1e3, "tokens_per_s": len(prompts) * len(out[0]) / total}
+
+
+def _apply(setting: str) -> bool:
+    """Set decode_engine's decode attention, RoPE and KV cache from "attention/rope[/kv cache]"; True for fp8."""
+    from workflow_scripts.inference import decode_engine as D
+
+    parts = setting.split("/")
+    D.DECODE_ATTENTION, D.ROPE = parts[:2]
+    D.KV_CACHE = parts[2] if len(parts) > 2 else "model"
+    return D.KV_CACHE == "fp8"
 
 
 def kernel_profile(fn, device) -> dict[str, float]:
@@ -110,7 +121,8 @@ def main() -> None:
                    "generate_throughput_7b.py)")
     p.add_argument("--samples", type=int, default=512)
     p.add_argument("--settings", nargs="+", default=["auto/auto", "triton/torch", "matmul/torch"],
-                   help="decode attention/rope of each timed batch, in order (the first pays the process's warm-up)")
+                   help="decode attention/rope[/kv cache: model or fp8] of each timed batch, in order (the first pays "
+                        "the process's warm-up)")
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -147,8 +159,8 @@ def profile_batch(a: argparse.Namespace) -> dict:
             report["kernels"][f"decode step, {setting} (eager)"] = kernel_profile(
                 _one_step(model, batch, setting, device), device)
             _free()
-            report["kernels"][f"prefill chunk, rope {setting.split('/')[1]}"] = kernel_profile(
-                _one_prefill_chunk(model, batch, device), device)
+            report["kernels"][f"prefill chunk, {setting}"] = kernel_profile(
+                _one_prefill_chunk(model, batch, setting, device), device)
             _free()
     return report
 
@@ -169,10 +181,10 @@ def _one_step(model, batch: list[list[int]], setting: str, device):
 
     from workflow_scripts.inference import decode_engine as D
 
-    D.DECODE_ATTENTION, D.ROPE = setting.split("/")
+    fp8 = _apply(setting)
     tokens, pad = D.left_pad(batch, device)
     dtype = next(model.parameters()).dtype
-    cache = D.KVCache(model, len(batch), D.cache_positions(tokens.shape[1], 256), dtype, device)
+    cache = D.KVCache(model, len(batch), D.cache_positions(tokens.shape[1], 256), dtype, device, fp8)
     rope = D.RopeTable(model, cache.keys[0].shape[2], dtype)
     token = D.prefill(model, tokens, pad, cache, rope)[:, :100].argmax(-1)
     pos = tokens.shape[1] + 127
@@ -181,7 +193,7 @@ def _one_step(model, batch: list[list[int]], setting: str, device):
     return lambda: D.decode_step(model, token, at, pad, cache, rope, length)
 
 
-def _one_prefill_chunk(model, batch: list[list[int]], device):
+def _one_prefill_chunk(model, batch: list[list[int]], setting: str, device):
     """The prefill of the first chunk of rows the engine prefills at once (PREFILL_TOKENS)."""
     from workflow_scripts.inference import decode_engine as D
 
@@ -189,7 +201,7 @@ def _one_prefill_chunk(model, batch: list[list[int]], device):
     chunk = min(len(batch), max(1, D.PREFILL_TOKENS // tokens.shape[1]))
     tokens, pad = tokens[:chunk], pad[:chunk]
     dtype = next(model.parameters()).dtype
-    cache = D.KVCache(model, chunk, tokens.shape[1], dtype, device)
+    cache = D.KVCache(model, chunk, tokens.shape[1], dtype, device, _apply(setting))
     rope = D.RopeTable(model, tokens.shape[1], dtype)
     return lambda: D.prefill(model, tokens, pad, cache, rope)
 
@@ -204,7 +216,7 @@ def print_report(report: dict, tiny: bool) -> None:
         print(f"\n{name}: {total:.2f} ms of kernels ({kinds})")
         for ms, count, key in prof["top"][:8]:
             print(f"  {ms:8.3f} ms  x{count:<5d} {key}")
-    print("\n| setting (attention/rope) | used | rows | seconds | prefill s | captures | capture s | decode s | ms/step |"
+    print("\n| setting (attention/rope[/kv cache]) | used | rows | seconds | prefill s | captures | capture s | decode s | ms/step |"
           " new tokens/s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in report["runs"]:

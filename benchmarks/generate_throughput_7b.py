@@ -169,7 +169,8 @@ def project(work: Path, out: Path, name: str, extra: list[str], limit: int,
         return {"error": (out / f"{name}.log").read_text()[-1500:]}
     stats = json.loads((out / f"{name}.json").read_text())
     return {"seconds": stats["seconds"], "new_tokens": stats["generated_tokens"], "tokens_per_s":
-            stats["tokens_per_second"], "batch": stats["batch_size"], "kv_cache": stats["kv_cache"], "wall_s": wall,
+            stats["tokens_per_second"], "batch": stats["batch_size"], "kv_cache": stats["kv_cache"],
+            "warmup_s": stats.get("warmup_seconds"), "wall_s": wall,
             "command": " ".join(cmd)}
 
 
@@ -214,17 +215,18 @@ def table(results: dict, shape: dict, prompts: list[list[int]]) -> list[str]:
                   default=float("nan"))
     lines = [f"weight-only decode step {step_ms:.2f} ms ({2 * params / 1e9:.1f} GB at {HBM_TB_S} TB/s): bound at batch 64"
              f" = {64 / step_ms * 1e3:,.0f} new tokens/s", "",
-             "| run | batch | samples | seconds | new tokens/s | vs HF best | of weight-only bound | of roofline |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| run | batch | samples | seconds | warm-up s | new tokens/s | vs HF best | of weight-only bound | "
+             "of roofline |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         if "tokens_per_s" not in r:
-            lines.append(f"| {name} | | | | failed: {str(r.get('error', ''))[-200:]!r} | | | |")
+            lines.append(f"| {name} | | | | | failed: {str(r.get('error', ''))[-200:]!r} | | | |")
             continue
         batch = r["batch"]
         samples = r["new_tokens"] // NEW_TOKENS
         bound = batch / step_ms * 1e3
         roof = roofline_seconds(shape, prompts[:samples], batch, r.get("kv_cache") == "fp8") / r["seconds"]
-        lines.append(f"| {name} | {batch} | {samples} | {r['seconds']:.1f} | {r['tokens_per_s']:,.0f} | "
+        warm = "" if r.get("warmup_s") is None else f"{r['warmup_s']:.1f}"
+        lines.append(f"| {name} | {batch} | {samples} | {r['seconds']:.1f} | {warm} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tokens_per_s'] / hf_best:.2f}x | {r['tokens_per_s'] / bound:.1%} | {roof:.1%} |")
     return lines
 

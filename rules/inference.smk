@@ -19,6 +19,7 @@ rule generate:
         max_new_tokens=config["inference"]["max_new_tokens"],
         min_new_tokens=config["inference"]["min_new_tokens"],
         batch_size=config["inference"]["batch_size"],
+        kv_cache=config["inference"]["kv_cache"],
         eos_token=config["inference"]["eos_token"],
         nproc=config["inference"]["nproc_per_node"],
         tp=config["inference"]["tensor_parallel"],
@@ -39,7 +40,8 @@ rule generate:
         " --tokenizer {input.tokenizer} --eos-token '{params.eos_token}' --out {output.accuracy_log}"
         " --summary {output.summary} --detail {output.detail} --stats {output.stats}"
         " --max-new-tokens {params.max_new_tokens} --min-new-tokens {params.min_new_tokens}"
-        " --batch-size {params.batch_size} --limit {params.samples} --threads {threads} > {log} 2>&1"
+        " --batch-size {params.batch_size} --kv-cache {params.kv_cache} --limit {params.samples}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule rouge_score:

@@ -211,3 +211,19 @@ def test_batch_size_auto_and_its_kv_cache_estimate(model):
     cache = KVCache(model, 3, 100, torch.float32, torch.device("cpu"))
     allocated = sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
     assert kv_bytes_per_row(model, 100) * 3 == allocated
+
+
+def test_warm_up_runs_one_prefill_and_decode_steps_of_dummy_prompts(model, monkeypatch):
+    """continuous_batching.warm_up (generate.py runs it on a GPU before LoadGen's query): two short prompts through
+    the real engine, a prefill and a decode step, writing no output."""
+    from workflow_scripts.inference import continuous_batching as C
+    from workflow_scripts.inference import decode_engine as D
+
+    model, cfg = model
+    calls = []
+    prefill, call = D.prefill, D.Decoder.__call__
+    monkeypatch.setattr(D, "prefill", lambda *a, **k: (calls.append("prefill"), prefill(*a, **k))[1])
+    monkeypatch.setattr(D.Decoder, "__call__", lambda self, *a: (calls.append(("decode", len(a[0]))), call(self, *a))[1])
+    assert C.warm_up(model, cfg.vocab_size, eos_id=0) is None
+    assert calls == ["prefill", ("decode", 2)]
+

@@ -155,3 +155,4 @@ def test_main_records_the_fp8_cache_and_refuses_it_for_the_static_engine(mcore_d
         G.generate_files(G.parser().parse_args(_args(mcore_dir, demo_tokenizer_path, tmp_path, "--kv-cache", "fp8",
                                                      "--engine", "static")))
     assert not (tmp_path / "stats.json").exists()
+

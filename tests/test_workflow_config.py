@@ -42,6 +42,7 @@ def test_default_config_is_valid_and_fully_commented(repo):
         (lambda c: c["c4"].update(train_groups="8"), "config key c4.train_groups: '8' is not of type 'integer'"),
         (lambda c: c.update(extra={}), "unknown config key extra"),
         (lambda c: c["c4"].pop("tokenizer"), "config c4: 'tokenizer' is a required property"),
+        (lambda c: c["inference"].update(kv_cache="fp16"), "config key inference.kv_cache: 'fp16' is not one of"),
     ],
 )
 def test_schema_errors_name_the_key(repo, mutate, message):

@@ -46,6 +46,7 @@ def test_demo_generation_fast_engine_equals_the_static_reference_path_for_every_
     layout = Layout(config, check_inputs=False)
     stats = json.loads((demo_run / "results/inference/generate.json").read_text())
     assert stats["engine"] == "fast" and stats["batch_size_requested"] == "auto" and stats["batch_size"] == 8
+    assert stats["kv_cache"] == config["inference"]["kv_cache"] == "model"  # the config key reaches the entry point
     out = tmp_path / "static"
     args = ["--mcore", layout.inference_checkpoint(), "--samples", layout.inference_samples(),
             "--tokenizer", layout.openorca_tokenizer(), "--eos-token", config["inference"]["eos_token"],

@@ -33,7 +33,7 @@ if triton is not None:
                       stride_qb, stride_qg, stride_qr, stride_kb, stride_kg, stride_kl, stride_vb, stride_vg,
                       stride_vl, stride_sb, stride_sg, groups, heads_per_group, split_len, dim, scale,
                       BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, DIM: tl.constexpr, PRECISION: tl.constexpr,
-                      FP8: tl.constexpr):
+                      FP8: tl.constexpr, HALF: tl.constexpr):
         bg, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, g = bg // groups, bg % groups
         lo = tl.maximum(split * split_len, tl.load(pad_ptr + b))
@@ -42,6 +42,8 @@ if triton is not None:
         d = tl.arange(0, DIM)  # DIM: the head dim rounded up to a power of two >= 16 (tl.dot's tiles), masked
         q = tl.load(q_ptr + b * stride_qb + g * stride_qg + r[:, None] * stride_qr + d[None, :],
                     mask=(r[:, None] < heads_per_group) & (d[None, :] < dim), other=0.0)
+        if FP8 and HALF:  # fp8 codes convert natively to fp16 (to bf16 only through fp32: the kernel's bottleneck)
+            q = q.to(tl.float16)
         m = tl.full([BLOCK_R], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_R], tl.float32)
         acc = tl.zeros([BLOCK_R, DIM], tl.float32)
@@ -53,7 +55,7 @@ if triton is not None:
             valid = p < hi
             k = tl.load(k_base + p[:, None] * stride_kl + d[None, :], mask=valid[:, None] & (d[None, :] < dim),
                         other=0.0)
-            if FP8:  # uint8 codes of e4m3 numbers: exact in q's dtype, times the position's scale
+            if FP8:  # uint8 codes of e4m3 numbers: exact in fp16 (or fp32), times the position's scale
                 k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
             scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
             if FP8:
@@ -65,11 +67,15 @@ if triton is not None:
             total = total * alpha + tl.sum(probs, 1)
             v = tl.load(v_base + p[:, None] * stride_vl + d[None, :], mask=valid[:, None] & (d[None, :] < dim),
                         other=0.0)
-            weights = probs
-            if FP8:
+            if FP8:  # each position's value scale, over the block's largest: weights in [0, 1], no fp16 underflow
+                v_scale = tl.load(vs_ptr + s_offset + p, mask=valid, other=0.0)
+                v_max = tl.max(v_scale, 0)
+                v_max = tl.where(v_max > 0, v_max, 1.0)
                 v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
-                weights = probs * tl.load(vs_ptr + s_offset + p, mask=valid, other=0.0)[None, :]
-            acc = acc * alpha[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
+                weights = (probs * (v_scale / v_max)[None, :]).to(q.dtype)
+                acc = acc * alpha[:, None] + tl.dot(weights, v, input_precision=PRECISION).to(tl.float32) * v_max
+            else:
+                acc = acc * alpha[:, None] + tl.dot(probs.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m = m_new
         # an empty slice (all its positions padding or not yet written) leaves lse = -inf: weight 0 in the merge
         lse = tl.where(total > 0, m + tl.log(total), float("-inf"))
@@ -113,7 +119,8 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
         *(scales[0].stride()[:2] if fp8 else (0, 0)), groups, per_group, per_split, dim, dim ** -0.5,
         BLOCK_R=block_r, BLOCK_L=BLOCK_POSITIONS, DIM=block_d,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", FP8=fp8)  # fp32 models: no TF32 rounding
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", FP8=fp8,  # fp32 models: no TF32 rounding
+        HALF=q.dtype != torch.float32)
     lse = lse.view(rows, groups, splits, block_r)[..., :per_group]
     partial = partial.view(rows, groups, splits, block_r, block_d)[..., :per_group, :dim]
     weight = torch.softmax(lse, dim=2)  # every row has >= 1 valid position, so some slice is finite
