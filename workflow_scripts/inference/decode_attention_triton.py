@@ -18,6 +18,9 @@ except ImportError:  # CPU installs without Triton keep the matmul path
     triton = None
 
 BLOCK_POSITIONS = 64  # key positions per inner step of a program
+# over an fp8 cache: twice the positions per step, the same bytes (one H200: 702 us against 959 at 64 for batch 180 of
+# the 7B shape, and 864 for the bf16 cache at 64; benchmarks/decode_attention_kernel.py, docs/performance.md)
+BLOCK_POSITIONS_FP8 = 128
 MIN_PROGRAMS = 528  # split the positions until the grid has this many programs (4 per SM of an H100/H200)
 
 
@@ -85,11 +88,13 @@ if triton is not None:
         tl.store(out_ptr + row[:, None] * DIM + d[None, :], acc / safe[:, None])
 
 
-def _splits(rows_groups: int, positions: int) -> tuple[int, int]:
-    """(slices, positions per slice): enough programs to fill the GPU, each slice whole BLOCK_POSITIONS blocks."""
-    blocks = -(-positions // BLOCK_POSITIONS)
+def _splits(rows_groups: int, positions: int, block: int | None = None) -> tuple[int, int]:
+    """(slices, positions per slice): enough programs to fill the GPU, each slice whole blocks of `block`
+    (default BLOCK_POSITIONS) positions."""
+    block = block or BLOCK_POSITIONS
+    blocks = -(-positions // block)
     splits = max(1, min(blocks, -(-MIN_PROGRAMS // rows_groups)))
-    per_split = -(-blocks // splits) * BLOCK_POSITIONS
+    per_split = -(-blocks // splits) * block
     return -(-positions // per_split), per_split
 
 
@@ -111,14 +116,15 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     scales = (key_scales, value_scales) if fp8 else (q, q)  # unread without FP8
     block_r = max(16, triton.next_power_of_2(per_group))  # tl.dot wants >= 16 rows
     block_d = max(16, triton.next_power_of_2(dim))
-    splits, per_split = _splits(rows * groups, keys.shape[2])
+    block = BLOCK_POSITIONS_FP8 if fp8 else BLOCK_POSITIONS
+    splits, per_split = _splits(rows * groups, keys.shape[2], block)
     partial = torch.empty(rows * groups * splits * block_r, block_d, dtype=torch.float32, device=q.device)
     lse = torch.empty(rows * groups * splits * block_r, dtype=torch.float32, device=q.device)
     _split_kernel[(rows * groups, splits)](
         q, keys, values, *scales, pad, pos, partial, lse, q.stride(0), q.stride(1), q.stride(2), keys.stride(0),
         keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
         *(scales[0].stride()[:2] if fp8 else (0, 0)), groups, per_group, per_split, dim, dim ** -0.5,
-        BLOCK_R=block_r, BLOCK_L=BLOCK_POSITIONS, DIM=block_d,
+        BLOCK_R=block_r, BLOCK_L=block, DIM=block_d,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", FP8=fp8,  # fp32 models: no TF32 rounding
         HALF=q.dtype != torch.float32)
     lse = lse.view(rows, groups, splits, block_r)[..., :per_group]
