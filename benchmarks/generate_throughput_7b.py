@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the roofline counts the project's own fp8 cache bytes
 SHAPES = {"7b": dict(vocab=32000, hidden=4096, ffn=11008, layers=32, heads=32),
           "tiny": dict(vocab=32000, hidden=256, ffn=688, layers=2, heads=4)}
 LENGTHS = (719, 898)
@@ -194,9 +195,11 @@ def roofline_seconds(shape: dict, prompts: list[list[int]], batch: int, fp8: boo
     """Lower bound of a run at `batch` rows: prefill FLOPs at GEMM_TFLOPS plus, per decode step, the weights and
     the batch's cached keys/values (bf16, or with `fp8` codes and scales) read at HBM_TB_S (batches formed longest
     first, as generate.length_batches)."""
+    from workflow_scripts.inference.kv_fp8 import bytes_per_vector
+
     params = weight_count(shape)
     head_dim = shape["hidden"] // shape["heads"]
-    per_vector = head_dim + 4 if fp8 else 2 * head_dim  # kv_fp8.bytes_per_vector: codes and an fp32 scale
+    per_vector = bytes_per_vector(head_dim) if fp8 else 2 * head_dim
     kv_per_token = shape["layers"] * 2 * shape["heads"] * per_vector
     lengths = sorted((len(p) for p in prompts), reverse=True)
     seconds = 0.0

@@ -71,9 +71,7 @@ class KVCache:
         slice: in place), position j of chunk row r at cache position slots[r, j] (slots [b, s])."""
         if self.fp8:
             row = torch.arange(rows.start, rows.stop, device=slots.device) if isinstance(rows, slice) else rows
-            cache = self.keys[i]
-            flat = (row[:, None] * cache.shape[1] + torch.arange(cache.shape[1], device=slots.device))[:, :, None]
-            index = flat * cache.shape[2] + slots[:, None, :]  # [b, groups, s] into [rows * groups * positions]
+            index = _flat_index(self.keys[i], row, slots)
             for (codes, scales), new in zip(self._tensors(i), (key, value)):
                 kv_fp8.store(new, index, codes, scales)
             return
@@ -96,13 +94,13 @@ class KVCache:
     def read(self, i: int, length: int, dequantize: bool) -> tuple[torch.Tensor, ...]:
         """Layer i's positions 0..length-1: (keys, values) in the model's dtype (fp8 codes dequantized when
         `dequantize`), or (key codes, value codes, key scales, value scales) of an fp8 cache."""
-        views = [(cache[:, :, :length], None if scales is None else scales[:, :, :length])
-                 for cache, scales in self._tensors(i)]
+        keys, values = self.keys[i][:, :, :length], self.values[i][:, :, :length]
         if not self.fp8:
-            return tuple(cache for cache, _ in views)
+            return keys, values
+        scales = self.key_scales[i][:, :, :length], self.value_scales[i][:, :, :length]
         if dequantize:
-            return tuple(kv_fp8.dequantize(cache, scales, self.dtype) for cache, scales in views)
-        return tuple(cache for cache, _ in views) + tuple(scales for _, scales in views)
+            return tuple(kv_fp8.dequantize(codes, scale, self.dtype) for codes, scale in zip((keys, values), scales))
+        return keys, values, *scales
 
     def keep(self, keep: torch.Tensor) -> None:
         """Drop finished rows (one layer at a time, so the copy needs one layer's cache of extra memory)."""
@@ -262,12 +260,19 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor
     return _logits(model, hidden)
 
 
+def _flat_index(cache: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Flat indices [len(rows), groups, s] of (rows[r], group, positions[r, j]) in a contiguous cache
+    [rows, groups, positions, d] viewed as [-1, d] (its scales [rows, groups, positions] as [-1])."""
+    _, groups, total, _ = cache.shape
+    base = (rows[:, None] * groups + torch.arange(groups, device=rows.device)) * total
+    return base[:, :, None] + positions[:, None, :]
+
+
 def _write_index(cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Flat indices [b * groups] of (row, group, pos[row]) in a contiguous cache [b, groups, positions, d] viewed as
-    [-1, d]: one index_copy_ per tensor writes every row's new key at its own position."""
-    rows, groups, positions, _ = cache.shape
-    base = torch.arange(rows * groups, device=pos.device).view(rows, groups) * positions
-    return (base + pos.expand(rows)[:, None]).flatten()
+    """Flat indices [b * groups] of (row, group, pos[row]) for every row of `cache` (_flat_index): one index_copy_
+    per tensor writes every row's new key at its own position."""
+    rows = torch.arange(cache.shape[0], device=pos.device)
+    return _flat_index(cache, rows, pos.expand(cache.shape[0])[:, None]).flatten()
 
 
 class Decoder:
