@@ -18,7 +18,9 @@ every step and the prefill's GEMM FLOPs at GEMM_TFLOPS; "of roofline" = roofline
 Run on the GPU machine (shared/gpu/README.md brings TE, megatron-core and mlperf-logging to /root/site):
     python3 benchmarks/generate_throughput_7b.py --out $OUT
 HF runs in processes without /root/site on PYTHONPATH (TE's cuDNN clashes with transformers' import of it).
-`--tiny` runs the same steps on CPU with a 2-layer model (a smoke test of the script). Prints a table last.
+`--tiny` runs the same steps on CPU with a 2-layer model (a smoke test of the script). `--shape demo` runs them on
+the GPU with the demo base model's shape (config.yaml demo.llama_*, GQA; weights drawn at the demo generator's
+init std, so its logits spread as the 7B's do): the issue's parity check "on the demo model". Prints a table last.
 """
 from __future__ import annotations
 
@@ -34,6 +36,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the roofline counts the project's own fp8 cache bytes
 SHAPES = {"7b": dict(vocab=32000, hidden=4096, ffn=11008, layers=32, heads=32),
           "tiny": dict(vocab=32000, hidden=256, ffn=688, layers=2, heads=4)}
+
+
+def demo_shape() -> dict:
+    """The demo base model's shape, from config.yaml (rule demo_base_model draws it with demo_llama's init std)."""
+    import yaml
+
+    from workflow_scripts.demo.demo_llama import random_weights
+
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())["demo"]
+    init_std = random_weights.__defaults__[0]
+    return dict(vocab=demo["llama_vocab_size"], hidden=demo["llama_hidden_size"], ffn=demo["llama_intermediate_size"],
+                layers=demo["llama_num_layers"], heads=demo["llama_num_heads"], kv_heads=demo["llama_num_kv_heads"],
+                init_std=init_std)
 LENGTHS = (719, 898)
 NEW_TOKENS = 256
 HBM_TB_S = 4.3  # H200 HBM read rate the issue's bound uses
@@ -52,7 +67,8 @@ def make_inputs(work: Path, shape: dict, samples: int, device: str) -> None:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["ffn"],
                          num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-                         num_key_value_heads=shape["heads"], max_position_embeddings=4096, torch_dtype="bfloat16")
+                         num_key_value_heads=shape.get("kv_heads", shape["heads"]), max_position_embeddings=4096,
+                         initializer_range=shape.get("init_std", 0.02), torch_dtype="bfloat16")
     with torch.device(device):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(work / "hf", safe_serialization=True)
@@ -146,6 +162,7 @@ def parity(work: Path) -> dict:
     fast = logits[:, :cfg.vocab_size].double().cpu()
     forward = reference[:, :cfg.vocab_size].double().cpu()
     result = compare(hf, fast, tolerance)
+    result["logit_std"] = float(hf.std())  # the scale the differences are of
     result["megatron_forward_vs_hf"] = compare(hf, forward, tolerance)
     result["vs_hf_fp64"] = {"fast_prefill": compare(exact, fast, tolerance),
                             "megatron_forward": compare(exact, forward, tolerance),
@@ -246,10 +263,12 @@ def main() -> None:
                                                  "project_torch_rope", "project_eager", "project_sdpa",
                                                  "project_fast_batch64", "project_static_batch64"],
                    help="steps to run, in this order")
-    p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model, few samples")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke test: 2-layer model (or --shape), few samples")
+    p.add_argument("--shape", choices=["7b", "demo"], default="7b", help="demo: the demo base model's shape (GPU)")
     p.add_argument("--step", choices=["inputs", "hf", "parity"], help=argparse.SUPPRESS)
     a = p.parse_args()
-    shape, device = (SHAPES["tiny"], "cpu") if a.tiny else (SHAPES["7b"], "cuda")
+    shape = demo_shape() if a.shape == "demo" else SHAPES["tiny" if a.tiny else "7b"]
+    device = "cpu" if a.tiny else "cuda"
     if a.step == "inputs":
         return make_inputs(a.work, shape, a.samples, device)
     if a.step == "hf":
@@ -259,12 +278,12 @@ def main() -> None:
     run_all(a, shape)
 
 
-def prepare(work: Path, out: Path, samples: int, tiny: bool) -> None:
+def prepare(work: Path, out: Path, samples: int, tiny: bool, shape: str) -> None:
     """The random HF checkpoint, prompts and tokenizer (in a process without TE), and their megatron-core conversion
     by the project's converter; each kept when already in `work`."""
     if not (work / "samples.pkl").exists():
-        _run([sys.executable, __file__, "--work", str(work), "--samples", str(samples), "--step", "inputs"]
-             + (["--tiny"] if tiny else []), out / "inputs.log", with_site=False)
+        _run([sys.executable, __file__, "--work", str(work), "--samples", str(samples), "--step", "inputs",
+              "--shape", shape] + (["--tiny"] if tiny else []), out / "inputs.log", with_site=False)
     if not (work / "mcore").exists():
         _run([sys.executable, "-m", "workflow_scripts.convert", "hf-to-mcore", "--hf", str(work / "hf"), "--out",
               str(work / "mcore"), "--tp", "1", "--pp", "1", "--spec", "local" if tiny else "te",
@@ -280,8 +299,8 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     done_file = a.work / "results.json"
     report = json.loads(done_file.read_text()) if done_file.exists() else {"runs": {}}
     me = [sys.executable, __file__, "--work", str(a.work), "--samples", str(a.samples), "--hf-samples",
-          str(a.hf_samples), "--hf-batches", *map(str, a.hf_batches)] + (["--tiny"] if a.tiny else [])
-    prepare(a.work, a.out, a.samples, a.tiny)
+          str(a.hf_samples), "--hf-batches", *map(str, a.hf_batches), "--shape", a.shape] + (["--tiny"] if a.tiny else [])
+    prepare(a.work, a.out, a.samples, a.tiny, a.shape)
     runs = {"project_defaults": (["--batch-size", "auto"], a.samples),
             "hf": None,
             "parity": None,
@@ -305,8 +324,9 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     report.setdefault("parity", {"error": "not run"})
     (a.out / "generate_throughput_7b.json").write_text(json.dumps(report, indent=2))
     prompts = pd.read_pickle(a.work / "samples.pkl")["tok_input"].tolist()
-    print("command: python3 benchmarks/generate_throughput_7b.py --out $OUT" + (" --tiny" if a.tiny else ""))
-    keys = ("max_abs_diff", "tolerance", "passed", "argmax_agreement", "error")
+    print("command: python3 benchmarks/generate_throughput_7b.py --out $OUT" + (" --tiny" if a.tiny else "")
+          + (f" --shape {a.shape}" if a.shape != "7b" else ""))
+    keys = ("max_abs_diff", "tolerance", "passed", "argmax_agreement", "logit_std", "error")
     print(f"first-step logits vs HF (fp32): {json.dumps({k: report['parity'].get(k) for k in keys})}")
     forward = report["parity"].get("megatron_forward_vs_hf", {})
     print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")

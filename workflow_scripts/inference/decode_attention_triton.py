@@ -9,6 +9,8 @@ and launch five kernels per layer. Tested on CPU under Triton's interpreter (tes
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 try:
@@ -17,10 +19,18 @@ try:
 except ImportError:  # CPU installs without Triton keep the matmul path
     triton = None
 
-BLOCK_POSITIONS = 64  # key positions per inner step of a program
-# over an fp8 cache: twice the positions per step, the same bytes (one H200: 702 us against 959 at 64 for batch 180 of
-# the 7B shape, and 864 for the bf16 cache at 64; benchmarks/decode_attention_kernel.py, docs/performance.md)
-BLOCK_POSITIONS_FP8 = 128
+
+class Launch(NamedTuple):
+    """How the kernel is launched for one kind of cache: key positions per inner step of a program, and Triton's
+    warps per program and software-pipelining stages of the loop (4 and 3 are Triton's own defaults)."""
+    block: int
+    warps: int = 4
+    stages: int = 3
+
+
+# per cache kind; the fp8 codes take twice the positions a step for the same bytes (one H200: 702 us against 959 at
+# 64 for batch 180 of the 7B shape, 864 for the bf16 cache; benchmarks/decode_attention_kernel.py sweeps them all)
+LAUNCH = {"model": Launch(64), "fp8": Launch(128)}
 MIN_PROGRAMS = 528  # split the positions until the grid has this many programs (4 per SM of an H100/H200)
 
 
@@ -90,8 +100,8 @@ if triton is not None:
 
 def _splits(rows_groups: int, positions: int, block: int | None = None) -> tuple[int, int]:
     """(slices, positions per slice): enough programs to fill the GPU, each slice whole blocks of `block`
-    (default BLOCK_POSITIONS) positions."""
-    block = block or BLOCK_POSITIONS
+    (default: the model-dtype cache's) positions."""
+    block = block or LAUNCH["model"].block
     blocks = -(-positions // block)
     splits = max(1, min(blocks, -(-MIN_PROGRAMS // rows_groups)))
     per_split = -(-blocks // splits) * block
@@ -116,17 +126,17 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     scales = (key_scales, value_scales) if fp8 else (q, q)  # unread without FP8
     block_r = max(16, triton.next_power_of_2(per_group))  # tl.dot wants >= 16 rows
     block_d = max(16, triton.next_power_of_2(dim))
-    block = BLOCK_POSITIONS_FP8 if fp8 else BLOCK_POSITIONS
-    splits, per_split = _splits(rows * groups, keys.shape[2], block)
+    launch = LAUNCH["fp8" if fp8 else "model"]
+    splits, per_split = _splits(rows * groups, keys.shape[2], launch.block)
     partial = torch.empty(rows * groups * splits * block_r, block_d, dtype=torch.float32, device=q.device)
     lse = torch.empty(rows * groups * splits * block_r, dtype=torch.float32, device=q.device)
     _split_kernel[(rows * groups, splits)](
         q, keys, values, *scales, pad, pos, partial, lse, q.stride(0), q.stride(1), q.stride(2), keys.stride(0),
         keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
         *(scales[0].stride()[:2] if fp8 else (0, 0)), groups, per_group, per_split, dim, dim ** -0.5,
-        BLOCK_R=block_r, BLOCK_L=block, DIM=block_d,
+        BLOCK_R=block_r, BLOCK_L=launch.block, DIM=block_d,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32", FP8=fp8,  # fp32 models: no TF32 rounding
-        HALF=q.dtype != torch.float32)
+        HALF=q.dtype != torch.float32, num_warps=launch.warps, num_stages=launch.stages)
     lse = lse.view(rows, groups, splits, block_r)[..., :per_group]
     partial = partial.view(rows, groups, splits, block_r, block_d)[..., :per_group, :dim]
     weight = torch.softmax(lse, dim=2)  # every row has >= 1 valid position, so some slice is finite
