@@ -3,7 +3,7 @@ bf16, SDPA, left-padded batches) and the project's generation through its real e
 (`torchrun -m workflow_scripts.inference.generate`, as rule `generate` runs it) with its defaults (engine fast, batch
 auto), plus the reference path (`--engine static`, megatron's StaticInferenceContext), the fast engine at batch 64
 and one run per lever (`--runs`: project_fp8 (`--kv-cache fp8`), project_matmul, project_torch_rope, project_eager,
-project_sdpa, project_batch_176).
+project_sdpa, project_module_swiglu (`--swiglu module`), project_batch_176).
 
 Same weights for all: a random Llama-2-7B-shaped HF checkpoint (bf16, seed 0) converted by the project's own
 `python -m workflow_scripts.convert hf-to-mcore`. Same prompts: random ids, lengths uniform over 719-898 tokens (the
@@ -246,8 +246,9 @@ def table(results: dict, shape: dict, prompts: list[list[int]]) -> list[str]:
         bound = batch / step_ms * 1e3
         roof = roofline_seconds(shape, prompts[:samples], batch, r.get("kv_cache") == "fp8") / r["seconds"]
         warm = "" if r.get("warmup_s") is None else f"{r['warmup_s']:.1f}"
+        vs_hf = "" if hf_best != hf_best else f"{r['tokens_per_s'] / hf_best:.2f}x"  # nan: no HF run
         lines.append(f"| {name} | {batch} | {samples} | {r['seconds']:.1f} | {warm} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['tokens_per_s'] / hf_best:.2f}x | {r['tokens_per_s'] / bound:.1%} | {roof:.1%} |")
+                     f"{vs_hf} | {r['tokens_per_s'] / bound:.1%} | {roof:.1%} |")
     return lines
 
 
@@ -309,6 +310,7 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
             "project_sdpa": (["--batch-size", "auto", "--decode-attention", "sdpa"], a.samples),
             "project_matmul": (["--batch-size", "auto", "--decode-attention", "matmul"], a.samples),
             "project_torch_rope": (["--batch-size", "auto", "--rope", "torch"], a.samples),
+            "project_module_swiglu": (["--batch-size", "auto", "--swiglu", "module"], a.samples),
             "project_batch_176": (["--batch-size", "176"], a.samples),  # a fixed batch near auto's 180 (3 batches of 512)
             "project_fast_batch64": (["--batch-size", "64"], a.samples // 2),
             "project_static_batch64": (["--batch-size", "64", "--engine", "static"], a.static_samples)}
@@ -332,7 +334,8 @@ def run_all(a: argparse.Namespace, shape: dict) -> None:
     print(f"megatron's own forward vs HF (fp32): {json.dumps({k: forward.get(k) for k in keys})}")
     for name, r in report["parity"].get("vs_hf_fp64", {}).items():
         print(f"{name} (fp32) vs HF in fp64: {json.dumps({k: r.get(k) for k in keys})}")
-    for other in ("project_fp8", "project_matmul", "project_torch_rope", "project_sdpa", "project_eager"):
+    for other in ("project_fp8", "project_matmul", "project_torch_rope", "project_module_swiglu", "project_sdpa",
+                  "project_eager"):
         if "error" not in report["runs"].get(other, {"error": 1}) and "error" not in report["runs"].get(
                 "project_defaults", {"error": 1}):
             print(f"greedy tokens, project_defaults vs {other}: {json.dumps(token_agreement(a.out, other))}")

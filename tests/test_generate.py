@@ -227,3 +227,37 @@ def test_warm_up_runs_one_prefill_and_decode_steps_of_dummy_prompts(model, monke
     assert C.warm_up(model, cfg.vocab_size, eos_id=0) is None
     assert calls == ["prefill", ("decode", 2)]
 
+
+
+def test_fast_engine_through_the_triton_swiglu_equals_the_mlp_modules_forward(model, monkeypatch):
+    """SWIGLU "triton" (fc1, swiglu_triton's kernel under the interpreter, fc2) gives the module's own logits in a
+    prefill and the decode steps after it; "auto" picks the kernel for this gated SiLU MLP wherever it can run."""
+    pytest.importorskip("triton")
+    from workflow_scripts.inference import decode_engine as D
+    from workflow_scripts.inference import swiglu_triton
+
+    model, cfg = model
+    prompts = _prompts()
+    mlp = model.decoder.layers[0].mlp
+    assert D.swiglu_kind(torch.device("cpu"), mlp) == "module"
+    monkeypatch.setattr(swiglu_triton, "available", lambda device: True)
+    assert D.swiglu_kind(torch.device("cpu"), mlp) == "triton"
+    calls = []
+    kernel = swiglu_triton.swiglu
+    monkeypatch.setattr(swiglu_triton, "swiglu", lambda x: (calls.append(x.shape[:-1]), kernel(x))[1])
+
+    def run(kind: str) -> torch.Tensor:
+        monkeypatch.setattr(D, "SWIGLU", kind)
+        tokens, pad = D.left_pad(prompts, torch.device("cpu"))
+        cache = D.KVCache(model, len(prompts), 32, torch.float32, torch.device("cpu"))
+        rope = D.RopeTable(model, 32, torch.float32)
+        out = [D.prefill(model, tokens, pad, cache, rope)]
+        for step in range(3):
+            pos = torch.full((len(prompts),), tokens.shape[1] + step)
+            out.append(D.decode_step(model, torch.full((len(prompts),), 9 + step), pos, pad, cache, rope, 32))
+        return torch.stack(out)
+
+    want = run("module")
+    assert not calls
+    torch.testing.assert_close(run("triton"), want, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 4 * cfg.num_layers

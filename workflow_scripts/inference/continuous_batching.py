@@ -148,9 +148,7 @@ def _refill(model, vocab_size: int, prompts: list[list[int]], taken: list[tuple[
     slots = [slot for slot, _ in taken]
     index = torch.tensor(slots, device=state.pad.device)
     tokens, pad = engine.left_pad([prompts[i] for _, i in taken], state.pad.device)
-    consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
-    rows = slice(slots[0], slots[0] + len(slots)) if consecutive else index
-    logits = engine.prefill(model, tokens, pad, cache, rope, rows)
+    logits = engine.prefill(model, tokens, pad, cache, rope, index)
     first = _greedy(logits, vocab_size, eos_id, torch.full_like(pad, min_new_tokens > 0, dtype=torch.bool))
     state.pad[index] = pad
     state.start[index] = tokens.shape[1]

@@ -31,7 +31,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.inference import decode_attention_triton, kv_fp8, rope_triton
+from workflow_scripts.inference import decode_attention_triton, kv_fp8, rope_triton, swiglu_triton
 
 log = logging.getLogger("generate")
 KV_BLOCK = 64  # a decode step attends to whole blocks of cache positions: few step shapes, each one CUDA graph
@@ -39,6 +39,9 @@ CUDA_GRAPHS = True  # decode steps on a GPU replay captured graphs (generate.py 
 # "auto" (default: triton on a GPU with Triton, else matmul), "matmul", "triton" (decode_attention_triton.py) or "sdpa"
 DECODE_ATTENTION = "auto"
 ROPE = "auto"  # "auto" (rope_triton.py's kernel on a GPU with Triton, else torch), "torch" or "triton"
+# "auto" (swiglu_triton.py's kernel on a GPU with Triton, for megatron's gated SiLU MLP), "module" (the MLP's own
+# forward) or "triton"
+SWIGLU = "auto"
 KV_CACHE = "model"  # the cache's storage: "model" (the model's dtype) or "fp8" (kv_fp8.py; generate.py --kv-cache)
 PREFILL_TOKENS = 32768  # prompt tokens per prefill chunk (rows x padded length): bounds the MLP's activations
 
@@ -65,22 +68,15 @@ class KVCache:
         scales = (self.key_scales[i], self.value_scales[i]) if self.fp8 else (None, None)
         return list(zip((self.keys[i], self.values[i]), scales))
 
-    def write_prompt(self, i: int, key: torch.Tensor, value: torch.Tensor, rows: torch.Tensor | slice,
-                     slots: torch.Tensor) -> None:
-        """Layer i's keys/values [b, groups, s, d] of a prefill chunk into cache rows `rows` (consecutive as a
-        slice: in place), position j of chunk row r at cache position slots[r, j] (slots [b, s])."""
-        if self.fp8:
-            row = torch.arange(rows.start, rows.stop, device=slots.device) if isinstance(rows, slice) else rows
-            index = _flat_index(self.keys[i], row, slots)
-            for (codes, scales), new in zip(self._tensors(i), (key, value)):
-                kv_fp8.store(new, index, codes, scales)
-            return
-        for cache, new in zip((self.keys[i], self.values[i]), (key, value)):
-            at = slots[:, None, :, None].expand(-1, new.shape[1], -1, new.shape[3])
-            if isinstance(rows, slice):
-                cache[rows, :, :new.shape[2]].scatter_(2, at, new)
+    def write_prompt(self, i: int, key: torch.Tensor, value: torch.Tensor, index: torch.Tensor) -> None:
+        """Layer i's keys/values [b, s, groups, d] of a prefill chunk (batch-major, as `prefill` runs it), each
+        vector at its flat cache index (index [b * s * groups], _prompt_index): one copy per tensor, which reads the
+        QKV projection's own layout (no permuted copy first)."""
+        for (cache, scales), new in zip(self._tensors(i), (key, value)):
+            if self.fp8:
+                kv_fp8.store(new, index, cache, scales)
             else:
-                cache[:, :, :new.shape[2]].index_copy_(0, rows, torch.empty_like(new).scatter_(2, at, new))
+                cache.view(-1, cache.shape[-1]).index_copy_(0, index, new.reshape(-1, cache.shape[-1]))
 
     def write_step(self, i: int, key: torch.Tensor, value: torch.Tensor, index: torch.Tensor) -> None:
         """Layer i's new keys/values [b, groups, 1, d] of a decode step at the flat (row, group, position) indices
@@ -116,13 +112,16 @@ class RopeTable:
         angles = model.rotary_pos_emb(positions).reshape(positions, -1)  # [n, rot_dim], fp32
         self.cos, self.sin = torch.cos(angles).to(dtype), torch.sin(angles).to(dtype)
 
-    def at(self, positions: torch.Tensor):
-        """The rotation of [s, rows, heads, dim] tensors (megatron's layout) at `positions` [rows, s]: the Triton
-        kernel in place, or the torch form on cos/sin gathered as [s, rows, 1, rot_dim]."""
+    def at(self, positions: torch.Tensor, batch_major: bool = False):
+        """The rotation of [s, rows, heads, dim] tensors (megatron's layout; [rows, s, heads, dim] if
+        `batch_major`) at `positions` [rows, s]: the Triton kernel in place, or the torch form."""
         if rope_kind(positions.device) == "triton":
+            if batch_major:
+                return lambda t: rope_triton.rotate_(t.transpose(0, 1), self.cos, self.sin, positions).transpose(0, 1)
             return lambda t: rope_triton.rotate_(t, self.cos, self.sin, positions)
-        cos = self.cos[positions].transpose(0, 1).unsqueeze(2)
-        sin = self.sin[positions].transpose(0, 1).unsqueeze(2)
+        cos, sin = self.cos[positions].unsqueeze(2), self.sin[positions].unsqueeze(2)  # [rows, s, 1, rot_dim]
+        if not batch_major:
+            cos, sin = cos.transpose(0, 1), sin.transpose(0, 1)
         return lambda t: _rotate(t, cos, sin)
 
 
@@ -155,63 +154,79 @@ def decode_attention_kind(device: torch.device) -> str:
 
 
 def _attend(query: torch.Tensor, kv: tuple[torch.Tensor, ...],
-            mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """query [s, b, heads, d] against kv = (keys, values) [b, groups, L, d] (for the Triton decode kernel over an
-    fp8 cache: codes and scales, KVCache.read): a decode step (s 1) against the cache under mask [b, 1, 1, L] (or,
-    for the Triton kernel, each row's span as (pad [b], pos [b])); a prefill (mask None) causally against its own
-    right-aligned keys -> [s, b, heads*d]."""
-    s, b, heads, d = query.shape
+            mask: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A decode step's query [1, b, heads, d] against kv = (keys, values) [b, groups, L, d] (for the Triton kernel
+    over an fp8 cache: codes and scales, KVCache.read) under mask [b, 1, 1, L] (or, for the Triton kernel, each
+    row's span as (pad [b], pos [b])) -> [1, b, heads*d]. A group's query heads become rows against its keys (no
+    copy of the cache for GQA)."""
+    _, b, heads, d = query.shape
     keys, values = kv[:2]
-    groups = keys.shape[1]
-    if s == 1:  # decode: a group's query heads become rows against its keys (no copy of the cache for GQA)
-        q = query.reshape(b, groups, heads // groups, d)
-        if isinstance(mask, tuple):
-            out = decode_attention_triton.decode_attention(q, keys, values, *mask, *kv[2:])
-        elif DECODE_ATTENTION == "sdpa":
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-        else:  # matmul, or auto without Triton
-            out = _decode_scores(q, keys, values, mask)
-    else:
-        if groups != heads:
-            keys = keys.repeat_interleave(heads // groups, dim=1)
-            values = values.repeat_interleave(heads // groups, dim=1)
-        out = F.scaled_dot_product_attention(query.permute(1, 2, 0, 3), keys, values, is_causal=True)
-    return out.reshape(b, heads, s, d).permute(2, 0, 1, 3).reshape(s, b, heads * d)
+    q = query.reshape(b, keys.shape[1], heads // keys.shape[1], d)
+    if isinstance(mask, tuple):
+        out = decode_attention_triton.decode_attention(q, keys, values, *mask, *kv[2:])
+    elif DECODE_ATTENTION == "sdpa":
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    else:  # matmul, or auto without Triton
+        out = _decode_scores(q, keys, values, mask)
+    return out.reshape(1, b, heads * d)
 
 
-def _layer(layer, hidden: torch.Tensor, cache: KVCache, i: int, rope, at: torch.Tensor | None, length: int, mask,
-           rows: torch.Tensor | slice) -> torch.Tensor:
-    """Transformer layer i for `hidden` [s, b, h].
+def _attend_prompt(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A prefill chunk's queries [b, s, heads, d] causally against its own right-aligned keys/values
+    [b, s, groups, d] -> [b, s, heads*d]. Batch-major, the flash kernel reads the projections and writes its
+    output in the layout the next projection takes, so no permuted copy is made."""
+    b, s, heads, d = query.shape
+    q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+    if k.shape[1] != heads:
+        k, v = (t.repeat_interleave(heads // k.shape[1], dim=1) for t in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, heads * d)
 
-    Decode (s 1): `rows` [b * groups] are the flat cache indices of each row's new keys/values (decode_step's
-    `_write_index`: on the device, so a captured graph replays any step); they attend to positions 0..length-1
-    under `mask`. Prefill (mask None): `rows` are the batch's cache rows (a slice, or an index tensor), `at` the
-    cache slot [b, s] of each right-aligned position; attention is causal within the chunk (on its own keys, before
-    any fp8 rounding), and the cache keeps the rows left-aligned: slot (j + pad) mod s for position j, so the pad
-    tokens' keys land in the masked left padding."""
+
+def _layer(layer, hidden: torch.Tensor, cache: KVCache, i: int, rope, index: torch.Tensor, length: int,
+           mask) -> torch.Tensor:
+    """Transformer layer i.
+
+    Decode (`hidden` [1, b, h]): `index` [b * groups] are the flat cache indices of each row's new keys/values
+    (decode_step's `_write_index`: on the device, so a captured graph replays any step); they attend to positions
+    0..length-1 under `mask`. Prefill (mask None; `hidden` batch-major [b, s, h]: the model's modules take any two
+    leading dims): `index` [b * s * groups] places each key/value (_prompt_index); attention is causal within the
+    chunk, on its own keys (before any fp8 rounding)."""
     attention = layer.self_attention
     query, key, value = attention.get_query_key_value_tensors(layer.input_layernorm(hidden), None)
     query, key = rope(query), rope(key)
-    key, value = key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3)
     if mask is None:
-        cache.write_prompt(i, key, value, rows, at)
-        attended = _attend(query, (key, value), None)
+        cache.write_prompt(i, key, value, index)
+        attended = _attend_prompt(query, key, value)
     else:
-        cache.write_step(i, key, value, rows)
+        cache.write_step(i, key.permute(1, 2, 0, 3), value.permute(1, 2, 0, 3), index)
         attended = _attend(query, cache.read(i, length, dequantize=not isinstance(mask, tuple)), mask)
     out, _ = attention.linear_proj(attended)
     hidden = hidden + out
-    out, _ = layer.mlp(layer.pre_mlp_layernorm(hidden))
-    return hidden + out
+    return hidden + _mlp(layer.mlp, layer.pre_mlp_layernorm(hidden))
 
 
-def _logits(model, hidden: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
-    """Gathered logits [b, v] of the last position of `hidden` [s, b, h] (or of each row's position `last` [b])."""
-    if last is None:
-        hidden = hidden[-1:]
-    else:
-        hidden = hidden[last, torch.arange(hidden.shape[1], device=hidden.device)].unsqueeze(0)
-    hidden = model.decoder.final_layernorm(hidden)
+def swiglu_kind(device: torch.device, mlp) -> str:
+    """SWIGLU with "auto" resolved for `device` and this MLP: the kernel only for megatron's plain MLP with a gated
+    SiLU and no biases (any other MLP runs its own forward)."""
+    if SWIGLU != "auto":
+        return SWIGLU
+    plain = (type(mlp).__name__ == "MLP" and mlp.config.gated_linear_unit and mlp.activation_func is F.silu
+             and not mlp.config.add_bias_linear)
+    return "triton" if plain and swiglu_triton.available(device) else "module"
+
+
+def _mlp(mlp, hidden: torch.Tensor) -> torch.Tensor:
+    """The MLP's output for `hidden`: fc1, SwiGLU, fc2 (its own modules, with their tensor-parallel collectives),
+    the activation as one Triton kernel (swiglu_kind), or the module's forward."""
+    if swiglu_kind(hidden.device, mlp) != "triton":
+        return mlp(hidden)[0]
+    gated, _ = mlp.linear_fc1(hidden)
+    return mlp.linear_fc2(swiglu_triton.swiglu(gated))[0]
+
+
+def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """Gathered logits [b, v] of the last position of `hidden` [s, b, h]."""
+    hidden = model.decoder.final_layernorm(hidden[-1:])
     logits, _ = model.output_layer(hidden, runtime_gather_output=True)
     return logits[0]
 
@@ -219,26 +234,29 @@ def _logits(model, hidden: torch.Tensor, last: torch.Tensor | None = None) -> to
 def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope: RopeTable,
             rows: torch.Tensor | slice | None = None) -> torch.Tensor:
     """Run the left-padded prompts [b, P] through the model, filling positions 0..P-1 of cache rows `rows` (an
-    index tensor [b], or consecutive rows as a slice, written in place; default 0..b-1) left-aligned, as the decode
-    steps read them; logits [b, v] of the last prompt token. The rows run right-aligned (prompt first, its padding
+    index tensor [b], or a slice; default 0..b-1) left-aligned, as the decode steps read them; logits [b, v] of
+    the last prompt token. The rows run right-aligned (prompt first, its padding
     after), so plain causal attention is exact for every prompt token and needs no mask: torch's flash kernel, which
-    skips the masked half, where a padding mask would force the memory-efficient one."""
+    skips the masked half, where a padding mask would force the memory-efficient one. The chunk runs batch-major
+    ([b, s, h]), so attention and the cache writes read the projections' own layout (no permuted copies)."""
     count, length = tokens.shape
     rows = slice(0, count) if rows is None else rows
+    if isinstance(rows, slice):
+        rows = torch.arange(rows.start, rows.stop, device=tokens.device)
     ar = torch.arange(length, device=tokens.device)
     chunk = max(1, PREFILL_TOKENS // length)
     out = []
     for r0 in range(0, count, chunk):
-        part_rows = (slice(rows.start + r0, rows.start + min(r0 + chunk, count)) if isinstance(rows, slice)
-                     else rows[r0:r0 + chunk])
         part, part_pad = tokens[r0:r0 + chunk], pad[r0:r0 + chunk]
         slots = (ar[None, :] + part_pad[:, None]) % length  # right-aligned position j <- left-aligned column slot
         positions = ar[None, :].expand(len(part), length)
-        hidden = model.embedding(input_ids=part.gather(1, slots), position_ids=positions)
-        rotate = rope.at(positions)
+        hidden = model.embedding(input_ids=part.gather(1, slots), position_ids=positions).transpose(0, 1).contiguous()
+        index = _prompt_index(cache.keys[0], rows[r0:r0 + chunk], slots)
+        rotate = rope.at(positions, batch_major=True)
         for i, layer in enumerate(model.decoder.layers):
-            hidden = _layer(layer, hidden, cache, i, rotate, slots, length, None, part_rows)
-        out.append(_logits(model, hidden, length - 1 - part_pad))
+            hidden = _layer(layer, hidden, cache, i, rotate, index, length, None)
+        last = hidden[torch.arange(len(part), device=hidden.device), length - 1 - part_pad]
+        out.append(_logits(model, last.unsqueeze(0)))
     return torch.cat(out)
 
 
@@ -256,7 +274,7 @@ def decode_step(model, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor
     rotate = rope.at(positions)
     index = _write_index(cache.keys[0], pos)
     for i, layer in enumerate(model.decoder.layers):
-        hidden = _layer(layer, hidden, cache, i, rotate, None, length, mask, index)
+        hidden = _layer(layer, hidden, cache, i, rotate, index, length, mask)
     return _logits(model, hidden)
 
 
@@ -266,6 +284,12 @@ def _flat_index(cache: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor
     _, groups, total, _ = cache.shape
     base = (rows[:, None] * groups + torch.arange(groups, device=rows.device)) * total
     return base[:, :, None] + positions[:, None, :]
+
+
+def _prompt_index(cache: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Flat indices [b * s * groups] of a prefill chunk's keys/values in their batch-major order [b, s, groups]:
+    chunk row r's position j goes to cache row rows[r] at slot slots[r, j] (_flat_index)."""
+    return _flat_index(cache, rows, slots).transpose(1, 2).reshape(-1)
 
 
 def _write_index(cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

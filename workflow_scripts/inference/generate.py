@@ -205,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rope", choices=("torch", "triton", "auto"), default="auto",
                    help="fast engine's RoPE: torch elementwise ops, the in-place Triton kernel, or auto (the "
                         "default: triton on a GPU with Triton, else torch)")
+    p.add_argument("--swiglu", choices=("module", "triton", "auto"), default="auto",
+                   help="fast engine's MLP activation: the MLP module's own forward, one Triton kernel, or auto (the "
+                        "default: triton on a GPU with Triton for megatron's gated SiLU MLP, else module)")
     return p
 
 
@@ -220,6 +223,7 @@ def generate_files(args: argparse.Namespace) -> None:
     decode_engine.DECODE_ATTENTION = args.decode_attention
     decode_engine.ROPE = args.rope
     decode_engine.KV_CACHE = args.kv_cache
+    decode_engine.SWIGLU = args.swiglu
     if args.kv_cache != "model" and args.engine != "fast":
         raise PipelineInputError(f"--kv-cache {args.kv_cache} needs --engine fast (the {args.engine} engine keeps "
                                  "megatron's own cache)")
@@ -236,6 +240,8 @@ def generate_files(args: argparse.Namespace) -> None:
     if longest > cfg.max_position_embeddings:
         log.warning("prompt + max_new_tokens = %d exceeds the model's %d positions", longest, cfg.max_position_embeddings)
     positions = cache_positions(max(len(p) for p in prompts), args.max_new_tokens)
+    args.swiglu_used = (decode_engine.swiglu_kind(next(model.parameters()).device, model.decoder.layers[0].mlp)
+                        if args.engine == "fast" else "module")  # the static engine runs megatron's own forward
     args.rows = resolve_batch_size(args.batch_size, model, positions, args.kv_cache == "fp8")  # collective under TP
     log.info("engine %s, KV cache %s, batch size %d (requested %s)", args.engine, args.kv_cache, args.rows,
              args.batch_size)
@@ -298,7 +304,8 @@ def _stats(args: argparse.Namespace, layout: dict[str, Any], outputs: list[list[
         "batch_size_requested": args.batch_size, "engine": args.engine, "batching": args.batching,
         "cuda_graphs": args.cuda_graphs, "decode_attention": args.decode_attention,
         "decode_attention_used": decode_engine.decode_attention_kind(device), "rope": args.rope,
-        "rope_used": decode_engine.rope_kind(device), "kv_cache": args.kv_cache, "eos_id": eos, "dtype": DTYPE,
+        "rope_used": decode_engine.rope_kind(device), "swiglu": args.swiglu, "swiglu_used": args.swiglu_used,
+        "kv_cache": args.kv_cache, "eos_id": eos, "dtype": DTYPE,
         "checkpoint": str(args.mcore), "sample_list": str(args.samples), "loadgen": loadgen,
     }
 
