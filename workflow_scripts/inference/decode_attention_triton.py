@@ -29,7 +29,9 @@ class Launch(NamedTuple):
 
 
 # per cache kind; the fp8 codes take twice the positions a step for the same bytes (one H200: 702 us against 959 at
-# 64 for batch 180 of the 7B shape, 864 for the bf16 cache; benchmarks/decode_attention_kernel.py sweeps them all)
+# 64 for batch 180 of the 7B shape). benchmarks/decode_attention_kernel.py --sweep times 27 launches of each: for
+# bf16 it found (128, 4, 2) 5% faster alone (779 us against 821), yet the entry point ran 1.5% slower with it (4,120
+# and 4,116 new tokens/s against 4,187 and 4,175 in one call), so the committed launches stay (docs/performance.md)
 LAUNCH = {"model": Launch(64), "fp8": Launch(128)}
 MIN_PROGRAMS = 528  # split the positions until the grid has this many programs (4 per SM of an H100/H200)
 
