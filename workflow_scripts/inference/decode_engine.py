@@ -18,7 +18,9 @@ prompt, and runs a batch until its longest output ends. Here:
 - decode attention (one query per head) is, on a GPU, a split-KV Triton kernel that reads only each row's written
   positions, so one CUDA graph serves the whole run (decode_attention_triton.py); elsewhere (or `DECODE_ATTENTION`
   "matmul") two batched matmuls over the masked KV block; the prefill uses torch's scaled_dot_product_attention;
-- GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied.
+- GQA in decode runs a group's query heads as rows against that group's keys, so no key is copied;
+- the prefill runs batch-major, so flash attention and the cache writes read the projections' own layout, and on a
+  GPU the MLP's SwiGLU is one Triton kernel between its own fc1 and fc2 (swiglu_triton.py).
 
 Every module it calls is the model's own (embedding, fused norm + QKV, output projection, MLP, final norm, output
 layer, with their tensor-parallel collectives), so TP runs as the model was built. Greedy tokens equal the reference
@@ -235,10 +237,13 @@ def prefill(model, tokens: torch.Tensor, pad: torch.Tensor, cache: KVCache, rope
             rows: torch.Tensor | slice | None = None) -> torch.Tensor:
     """Run the left-padded prompts [b, P] through the model, filling positions 0..P-1 of cache rows `rows` (an
     index tensor [b], or a slice; default 0..b-1) left-aligned, as the decode steps read them; logits [b, v] of
-    the last prompt token. The rows run right-aligned (prompt first, its padding
-    after), so plain causal attention is exact for every prompt token and needs no mask: torch's flash kernel, which
-    skips the masked half, where a padding mask would force the memory-efficient one. The chunk runs batch-major
-    ([b, s, h]), so attention and the cache writes read the projections' own layout (no permuted copies)."""
+    the last prompt token.
+
+    The rows run right-aligned (prompt first, its padding after), so plain causal attention is exact for every
+    prompt token and needs no mask: torch's flash kernel, which skips the masked half, where a padding mask would
+    force the memory-efficient one. Position j goes to cache slot (j + pad) mod P, so the pad tokens' keys land in
+    the row's masked left padding. Each chunk runs batch-major ([b, s, h]), so attention and the cache writes read
+    the projections' own layout (no permuted copies)."""
     count, length = tokens.shape
     rows = slice(0, count) if rows is None else rows
     if isinstance(rows, slice):

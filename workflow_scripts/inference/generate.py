@@ -148,8 +148,8 @@ def load_model(mcore_dir: Path | str, tp: int = 1):
     init_parallel(tp, 1)
     if torch.cuda.is_available():
         # Built in bf16 on this rank's GPU: an fp32 70B shard at TP 8 (35 GB) plus its load would crowd an 80 GB H100.
-        # SwiGLU eager: megatron's fused one is torch.compile'd, which compiles again for every new batch shape
-        # (seconds each); the decode steps replay CUDA graphs anyway.
+        # megatron's fused SwiGLU off: it is torch.compile'd, which compiles again for every new batch shape (seconds
+        # each); the fast engine runs its own Triton SwiGLU instead (decode_engine._mlp), the static engine eager.
         model, cfg = load_mcore_model(mcore_dir, params_dtype=torch.bfloat16, bias_activation_fusion=False)
         return model.to(device="cuda", dtype=torch.bfloat16), cfg
     return load_mcore_model(mcore_dir)
