@@ -36,24 +36,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the roofline counts the project's own fp8 cache bytes
 SHAPES = {"7b": dict(vocab=32000, hidden=4096, ffn=11008, layers=32, heads=32),
           "tiny": dict(vocab=32000, hidden=256, ffn=688, layers=2, heads=4)}
-
-
-def demo_shape() -> dict:
-    """The demo base model's shape, from config.yaml (rule demo_base_model draws it with demo_llama's init std)."""
-    import yaml
-
-    from workflow_scripts.demo.demo_llama import random_weights
-
-    demo = yaml.safe_load((ROOT / "config.yaml").read_text())["demo"]
-    init_std = random_weights.__defaults__[0]
-    return dict(vocab=demo["llama_vocab_size"], hidden=demo["llama_hidden_size"], ffn=demo["llama_intermediate_size"],
-                layers=demo["llama_num_layers"], heads=demo["llama_num_heads"], kv_heads=demo["llama_num_kv_heads"],
-                init_std=init_std)
 LENGTHS = (719, 898)
 NEW_TOKENS = 256
 HBM_TB_S = 4.3  # H200 HBM read rate the issue's bound uses
 GEMM_TFLOPS = 794.0  # bf16 GEMM ceiling measured on this H200 (shared/gpu/README.md)
 PARITY_PROMPTS = 4
+
+
+def demo_shape() -> dict:
+    """The demo base model's shape, from config.yaml, at the demo generator's init std (demo_llama.INIT_STD)."""
+    import yaml
+
+    from workflow_scripts.demo.demo_llama import INIT_STD
+
+    demo = yaml.safe_load((ROOT / "config.yaml").read_text())["demo"]
+    return dict(vocab=demo["llama_vocab_size"], hidden=demo["llama_hidden_size"], ffn=demo["llama_intermediate_size"],
+                layers=demo["llama_num_layers"], heads=demo["llama_num_heads"], kv_heads=demo["llama_num_kv_heads"],
+                init_std=INIT_STD)
 
 
 def make_inputs(work: Path, shape: dict, samples: int, device: str) -> None:

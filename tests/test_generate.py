@@ -228,7 +228,6 @@ def test_warm_up_runs_one_prefill_and_decode_steps_of_dummy_prompts(model, monke
     assert calls == ["prefill", ("decode", 2)]
 
 
-
 def test_fast_engine_through_the_triton_swiglu_equals_the_mlp_modules_forward(model, monkeypatch):
     """SWIGLU "triton" (fc1, swiglu_triton's kernel under the interpreter, fc2) gives the module's own logits in a
     prefill and the decode steps after it; "auto" picks the kernel for this gated SiLU MLP wherever it can run."""

@@ -1,6 +1,6 @@
 """The Triton SwiGLU (workflow_scripts/inference/swiglu_triton.py) against the MLP's eager form (silu of the gate
 half times the up half), on CPU under Triton's interpreter: widths that are not a multiple of its block, strided
-rows, fp32 and fp16 (the interpreter has no bf16); and the engine's MLP through it equals the module's forward."""
+rows, fp32 and fp16 (the interpreter has no bf16). The engine through it: tests/test_generate.py."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -21,7 +21,10 @@ from workflow_scripts.convert.hf_checkpoint import SINGLE, write_sharded
 from workflow_scripts.model.llama_model import LlamaConfig, RopeScaling, hf_config_dict
 
 
-def random_weights(cfg: LlamaConfig, seed: int, init_std: float = 0.1, fused_qkv: bool = False) -> dict[str, torch.Tensor]:
+INIT_STD = 0.1  # std of the random weights (the norms are drawn near 1)
+
+
+def random_weights(cfg: LlamaConfig, seed: int, init_std: float = INIT_STD, fused_qkv: bool = False) -> dict[str, torch.Tensor]:
     """All tensors of an HF LlamaForCausalLM of this shape; norms near 1 so a swapped norm changes the logits."""
     gen = torch.Generator().manual_seed(seed)
     shapes = L.hf_shapes(cfg)
@@ -41,7 +44,7 @@ def random_weights(cfg: LlamaConfig, seed: int, init_std: float = 0.1, fused_qkv
 
 
 def write_llama(out_dir: Path | str, cfg: LlamaConfig, seed: int = 1234, shards: int = 1, fused_qkv: bool = False,
-                init_std: float = 0.1) -> Path:
+                init_std: float = INIT_STD) -> Path:
     """Write config.json + model.safetensors (shards == 1) or `shards` files with an index."""
     weights = random_weights(cfg, seed, init_std, fused_qkv)
     with atomic_directory(out_dir) as tmp:

@@ -5,9 +5,10 @@ Why: a decode step of a Llama without GQA is bound by reading the KV cache (7B: 
 ~6x the weights per step at batch 180), and fp8 codes halve those reads and the cache's memory, so twice the rows fit.
 A scale per vector needs no calibration and bounds each element's error by 1/28 of the vector's largest magnitude
 (half of e4m3's step at the top of its range), whatever outliers other positions or heads hold. The codes are kept
-as uint8, so every torch op that moves them (index_copy_, scatter_, index_select) works on any device; the Triton
-decode kernel reinterprets them as fp8 (decode_attention_triton.py). NVIDIA's MLPerf llama2-70b submissions run an fp8 KV cache;
-whether this one keeps 99% of the reference ROUGE is for the accuracy run's score to show (random weights cannot).
+as uint8, so every torch op that moves them (index_copy_, index_select) works on any device; the Triton decode
+kernel reinterprets them as fp8 (decode_attention_triton.py). NVIDIA's MLPerf llama2-70b submissions run an fp8 KV
+cache; whether this one keeps 99% of the reference ROUGE is for the accuracy run's score to show (random weights
+cannot).
 """
 from __future__ import annotations
 
