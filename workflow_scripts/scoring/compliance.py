@@ -59,14 +59,20 @@ def require_run_stop(log: Path) -> None:
     raise PipelineInputError(f"{log}: truncated MLPerf log: no run_stop record")
 
 
-def check_log(log: str | Path, benchmark: str, ruleset: str = DEFAULT_RULESET) -> Verdict:
-    log = Path(log)
+def require_complete_log(log: Path, benchmark: str) -> None:
+    """Refuse, naming the file, a log that is missing or empty, declares another benchmark, or never ended: the
+    checks before a log may be checked or packaged as a result of `benchmark`."""
     if not log.is_file() or log.stat().st_size == 0:
         raise PipelineInputError(f"{log}: MLPerf log missing or empty")
     declared = logged_benchmark(log)
     if declared != benchmark:
         raise PipelineInputError(f"{log}: log is for benchmark {declared!r}, expected {benchmark!r}")
     require_run_stop(log)
+
+
+def check_log(log: str | Path, benchmark: str, ruleset: str = DEFAULT_RULESET) -> Verdict:
+    log = Path(log)
+    require_complete_log(log, benchmark)
     with tempfile.TemporaryDirectory() as tmp:  # the checker also writes its own log file; keep it out of the way
         proc = subprocess.run(
             [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training", "--ruleset", ruleset,

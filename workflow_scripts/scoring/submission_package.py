@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from workflow_scripts.core.atomic import temp_sibling, write_json
 from workflow_scripts.core.cli import run_main
 from workflow_scripts.core.errors import PipelineInputError
-from workflow_scripts.scoring.compliance import logged_benchmark, require_run_stop
+from workflow_scripts.scoring.compliance import require_complete_log
 
 # Run outputs and caches, never part of the implementation's code when the source root is not a git checkout (a
 # copy of the workflow); hidden folders (.git, .venv, .snakemake) are skipped too.
@@ -44,12 +44,7 @@ def parse_run(arg: str) -> tuple[str, Path]:
 def checked_log(run: Path, benchmark: str) -> Path:
     """The run's mlperf_log.txt, refused (naming it) when it cannot be a result file of `benchmark`."""
     log = run / "mlperf_log.txt"
-    if not log.is_file() or log.stat().st_size == 0:
-        raise PipelineInputError(f"{log}: MLPerf log missing or empty")
-    declared = logged_benchmark(log)
-    if declared != benchmark:
-        raise PipelineInputError(f"{log}: log is for benchmark {declared!r}, expected {benchmark!r}")
-    require_run_stop(log)
+    require_complete_log(log, benchmark)
     if not (run / "resolved_config.json").is_file():
         raise PipelineInputError(f"{run / 'resolved_config.json'}: resolved config of the run missing")
     return log
