@@ -78,18 +78,29 @@ def make_inputs(work: Path, shape: dict, samples: int, device: str) -> None:
     Tokenizer(WordLevel({"<unk>": 0, "<s>": 1, "</s>": 2}, unk_token="<unk>")).save(str(work / "tokenizer.json"))
 
 
+def hf_whole_batches(samples: int, batch: int) -> int:
+    """The prompts one HF batch size runs: whole batches only (at least one), so that no size's rate includes a
+    smaller last batch and a size above `samples` is not silently the same run as a smaller one."""
+    return max(1, samples // batch) * batch
+
+
 def hf_generate(work: Path, samples: int, batches: list[int], device: str) -> dict:
-    """HF generate at each batch size over the first `samples` prompts (left padding), then fp32 first-step logits."""
+    """HF generate at each batch size over the first prompts (left padding; `hf_whole_batches` of `samples`), then
+    fp32 first-step logits."""
     import pandas as pd
     import torch
     from transformers import LlamaForCausalLM
 
-    prompts = pd.read_pickle(work / "samples.pkl")["tok_input"].tolist()[:samples]
+    prompts = pd.read_pickle(work / "samples.pkl")["tok_input"].tolist()
     model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=torch.bfloat16, attn_implementation="sdpa").to(device)
     result = {}
     for batch in batches:
+        part = prompts[:hf_whole_batches(samples, batch)]
+        if len(part) < hf_whole_batches(samples, batch):
+            result[f"batch_{batch}"] = {"error": f"needs {batch} prompts, --samples made {len(prompts)}"}
+            continue
         try:
-            result[f"batch_{batch}"] = _hf_batches(model, prompts, batch, device)
+            result[f"batch_{batch}"] = _hf_batches(model, part, batch, device)
         except torch.OutOfMemoryError as err:
             result[f"batch_{batch}"] = {"error": f"out of memory: {str(err)[:120]}"}
             torch.cuda.empty_cache()
@@ -256,8 +267,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/out/generate7b")))
     p.add_argument("--work", type=Path, default=Path("/tmp/generate7b"), help="checkpoints and prompts (~27 GB)")
     p.add_argument("--samples", type=int, default=512, help="prompts for the project's runs")
-    p.add_argument("--hf-samples", type=int, default=128, help="prompts for each HF run (its rate is per batch)")
-    p.add_argument("--hf-batches", type=int, nargs="*", default=[64, 128, 256], help="none: only the parity logits")
+    p.add_argument("--hf-samples", type=int, default=128,
+                   help="prompts for each HF run, rounded down to whole batches (at least one batch)")
+    # 160 runs out of memory on an H200 (HF's cache grows by concatenation), so 128 is HF's best batch there
+    p.add_argument("--hf-batches", type=int, nargs="*", default=[64, 128, 160], help="none: only the parity logits")
     p.add_argument("--static-samples", type=int, default=64, help="prompts for the reference path (--engine static)")
     p.add_argument("--runs", nargs="+", default=["project_defaults", "hf", "parity", "project_matmul",
                                                  "project_torch_rope", "project_eager", "project_sdpa",
