@@ -95,12 +95,12 @@ def hf_generate(work: Path, samples: int, batches: list[int], device: str) -> di
     model = LlamaForCausalLM.from_pretrained(work / "hf", torch_dtype=torch.bfloat16, attn_implementation="sdpa").to(device)
     result = {}
     for batch in batches:
-        part = prompts[:hf_whole_batches(samples, batch)]
-        if len(part) < hf_whole_batches(samples, batch):
-            result[f"batch_{batch}"] = {"error": f"needs {batch} prompts, --samples made {len(prompts)}"}
+        need = hf_whole_batches(samples, batch)
+        if need > len(prompts):
+            result[f"batch_{batch}"] = {"error": f"needs {need} prompts, --samples made {len(prompts)}"}
             continue
         try:
-            result[f"batch_{batch}"] = _hf_batches(model, part, batch, device)
+            result[f"batch_{batch}"] = _hf_batches(model, prompts[:need], batch, device)
         except torch.OutOfMemoryError as err:
             result[f"batch_{batch}"] = {"error": f"out of memory: {str(err)[:120]}"}
             torch.cuda.empty_cache()
